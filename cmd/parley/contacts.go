@@ -1,0 +1,88 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/parley-p2p/parley/api"
+)
+
+func newContacts(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "contacts",
+		Short: "Manage contacts: the petnames you give peers",
+		Args:  exactArgs(0, "contacts add|list|remove …"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return listContacts(cmd, g)
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List contacts",
+		Args:  exactArgs(0, "contacts list [--json]"),
+		RunE:  func(cmd *cobra.Command, args []string) error { return listContacts(cmd, g) },
+	}
+	list.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	add := &cobra.Command{
+		Use:   "add PEER NAME",
+		Short: "Give a peer ID a petname",
+		Args:  exactArgs(2, "contacts add PEER NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dial(g)
+			if err != nil {
+				return err
+			}
+			ct, err := c.AddContact(cmd.Context(), api.Contact{ID: args[0], Name: args[1]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "added %s as %s\n", ct.ID, ct.Name)
+			return nil
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Forget a petname (the conversation's history stays)",
+		Args:  exactArgs(1, "contacts remove NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dial(g)
+			if err != nil {
+				return err
+			}
+			if err := c.RemoveContact(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(add, list, remove)
+	return cmd
+}
+
+func listContacts(cmd *cobra.Command, g *globals) error {
+	c, err := dial(g)
+	if err != nil {
+		return err
+	}
+	cs, err := c.Contacts(cmd.Context())
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if g.json {
+		return json.NewEncoder(w).Encode(cs)
+	}
+	if len(cs) == 0 {
+		fmt.Fprintln(w, "(no contacts yet: add one with 'parley contacts add PEER NAME')")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, ct := range cs {
+		fmt.Fprintf(tw, "%s\t%s\n", ct.Name, ct.ID)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/parley-p2p/parley/api"
+	"github.com/parley-p2p/parley/node"
+)
+
+func newRun(g *globals) *cobra.Command {
+	var listen, bootstrap []string
+	var apiAddr, dhtMode, logLevel string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the node until interrupted (SIGINT or SIGTERM)",
+		Args:  exactArgs(0, "run [--home DIR] [--listen MA,…] [--api HOST:PORT] [--bootstrap MA,…]"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			n, err := node.New(node.Config{
+				Home: g.home, Listen: listen, Bootstrap: bootstrap, DHTMode: dhtMode, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if err := n.Start(ctx); err != nil {
+				return err
+			}
+			defer n.Close()
+			srv, err := api.NewServer(apiAddr, n, log)
+			if err != nil {
+				return err
+			}
+			serveErr := make(chan error, 1)
+			go func() { serveErr <- srv.Serve() }()
+			defer func() {
+				api.RemoveFiles(g.home)
+				srv.Close()
+				<-serveErr
+			}()
+			if err := srv.WriteFiles(g.home); err != nil {
+				return err
+			}
+			id := n.Identity()
+			log.Info("parley: node ready", "id", id.ID, "api", srv.URL())
+			for _, a := range id.Addrs {
+				log.Info("parley: listening", "addr", a)
+			}
+			select {
+			case <-ctx.Done():
+				log.Info("parley: shutting down")
+				return nil
+			case err := <-serveErr:
+				serveErr <- err
+				return fmt.Errorf("local API stopped: %w", err)
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&listen, "listen", nil, "multiaddrs to listen on, comma-separated (default "+strings.Join(node.DefaultListen, ",")+")")
+	f.StringSliceVar(&bootstrap, "bootstrap", nil, "multiaddrs of peers to join through, each ending in /p2p/<peer-id>")
+	f.StringVar(&apiAddr, "api", "127.0.0.1:0", "address of the local API (loopback only; port 0 picks one)")
+	f.StringVar(&dhtMode, "dht-mode", "server", "DHT mode: server, client or auto")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}

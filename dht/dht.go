@@ -1,0 +1,75 @@
+// Package dht builds Parley's private Kademlia DHT: kad-dht under the
+// /parley protocol prefix (so it never mixes with the public IPFS DHT),
+// Parley's record validators, and the bootstrap peers a node was given.
+package dht
+
+import (
+	"fmt"
+
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Prefix is the protocol prefix: the DHT speaks /parley/kad/1.0.0.
+const Prefix = "/parley"
+
+// Mode says whether a node serves DHT queries.
+type Mode string
+
+// The DHT modes. Server is the default, so that a swarm on one machine (where
+// automatic reachability detection sees only private addresses) works with
+// no flags; client suits a node behind NAT; auto lets libp2p decide.
+const (
+	Server Mode = "server"
+	Client Mode = "client"
+	Auto   Mode = "auto"
+)
+
+// ParseMode checks a mode given by the user.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case "":
+		return Server, nil
+	case Server, Client, Auto:
+		return m, nil
+	}
+	return "", fmt.Errorf("dht: unknown mode %q: use server, client or auto", s)
+}
+
+// Config is what a node's DHT needs.
+type Config struct {
+	Mode      Mode
+	Bootstrap []peer.AddrInfo
+	// Validators by namespace, e.g. "presence"; the presence service adds its own.
+	Validators map[string]record.Validator
+}
+
+// New builds the DHT on h. It starts serving at once if in server mode;
+// Close stops it.
+func New(h host.Host, cfg Config) (*kaddht.IpfsDHT, error) {
+	mode := kaddht.ModeServer
+	switch cfg.Mode {
+	case Client:
+		mode = kaddht.ModeClient
+	case Auto:
+		mode = kaddht.ModeAuto
+	}
+	opts := []kaddht.Option{
+		kaddht.ProtocolPrefix(Prefix),
+		kaddht.Mode(mode),
+		kaddht.BootstrapPeers(cfg.Bootstrap...),
+		kaddht.DisableProviders(),
+	}
+	nv := record.NamespacedValidator{}
+	for ns, v := range cfg.Validators {
+		nv[ns] = v
+	}
+	opts = append(opts, kaddht.Validator(nv))
+	d, err := kaddht.New(h, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dht: %w", err)
+	}
+	return d, nil
+}

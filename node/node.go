@@ -1,0 +1,294 @@
+// Package node is the composition root of a Parley node: it builds the
+// libp2p host, the private DHT, the store and the services, starts them in
+// order and stops them in reverse. It holds no protocol logic of its own.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
+	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/parley-p2p/parley/api"
+	"github.com/parley-p2p/parley/dht"
+	"github.com/parley-p2p/parley/direct"
+	"github.com/parley-p2p/parley/identity"
+	"github.com/parley-p2p/parley/outbox"
+	"github.com/parley-p2p/parley/seal"
+	"github.com/parley-p2p/parley/store"
+)
+
+// DBFile is the node's database inside its home.
+const DBFile = "parley.db"
+
+// DefaultListen listens on every interface, TCP and QUIC, on ports the
+// system picks.
+var DefaultListen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+
+// Config says how to build a node.
+type Config struct {
+	// Home holds the key, the database and the API files.
+	Home string
+	// Identity overrides the key in Home (tests and simulations).
+	Identity *identity.Identity
+	// Listen are multiaddrs to listen on; empty means DefaultListen.
+	Listen []string
+	// Bootstrap are multiaddrs (with /p2p/ID) of peers to join through.
+	Bootstrap []string
+	// DHTMode is server (the default), client or auto.
+	DHTMode string
+	// Host, when set, is used instead of building one; its key must be the
+	// identity's. The node does not close an injected host.
+	Host host.Host
+	// ConnLow and ConnHigh are the connection manager's watermarks.
+	ConnLow, ConnHigh int
+	// SendWait is how long Send waits for delivery before answering with
+	// the message still queued; default 5 s.
+	SendWait time.Duration
+	// Outbox tunes retries.
+	Outbox outbox.Config
+	Logger *slog.Logger
+}
+
+// Node is one running Parley node.
+type Node struct {
+	cfg       Config
+	id        *identity.Identity
+	bootstrap []peer.AddrInfo
+	log       *slog.Logger
+	events    *api.Hub
+
+	host    host.Host
+	ownHost bool
+	dht     *kaddht.IpfsDHT
+	store   *store.Store
+	direct  *direct.Service
+	outbox  *outbox.Outbox
+	cancel  context.CancelFunc
+}
+
+// New checks cfg and loads the identity; it starts nothing.
+func New(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Home == "" {
+		return nil, errors.New("node: no home directory")
+	}
+	if cfg.SendWait == 0 {
+		cfg.SendWait = 5 * time.Second
+	}
+	if cfg.ConnLow == 0 {
+		cfg.ConnLow, cfg.ConnHigh = 64, 192
+	}
+	if _, err := dht.ParseMode(cfg.DHTMode); err != nil {
+		return nil, err
+	}
+	for _, s := range cfg.Listen {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return nil, fmt.Errorf("node: listen address %q: %v", s, err)
+		}
+	}
+	boot, err := ParseBootstrap(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	id := cfg.Identity
+	if id == nil {
+		if id, err = identity.Load(cfg.Home); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Host != nil && cfg.Host.ID() != id.ID() {
+		return nil, fmt.Errorf("node: injected host is %s, identity is %s", cfg.Host.ID(), id.ID())
+	}
+	return &Node{cfg: cfg, id: id, bootstrap: boot, log: cfg.Logger, events: api.NewHub()}, nil
+}
+
+// ParseBootstrap parses multiaddrs that must name their peer (/p2p/ID).
+func ParseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("node: bootstrap address %q: %v", s, err)
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("node: bootstrap address %q must end in /p2p/<peer-id>: %v", s, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
+
+// Start opens the store (which locks the home against a second daemon),
+// builds the host and the DHT, and starts the services.
+func (n *Node) Start(ctx context.Context) (err error) {
+	ctx, n.cancel = context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := os.MkdirAll(n.cfg.Home, 0o700); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	dbPath := filepath.Join(n.cfg.Home, DBFile)
+	if n.store, err = store.Open(dbPath); err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return fmt.Errorf("another parley daemon is already running with home %s; stop it first or use another --home", n.cfg.Home)
+		}
+		return err
+	}
+	if n.host = n.cfg.Host; n.host == nil {
+		if n.host, err = n.buildHost(); err != nil {
+			return err
+		}
+		n.ownHost = true
+	}
+	mode, _ := dht.ParseMode(n.cfg.DHTMode)
+	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap}); err != nil {
+		return err
+	}
+	// Streams to a peer whose address we do not know go through a DHT
+	// lookup first.
+	routed := routedhost.Wrap(n.host, n.dht)
+	keys := seal.NewKeyring(n.id)
+	n.direct = direct.New(routed, keys, n.store, n.onReceived, n.log)
+	ocfg := n.cfg.Outbox
+	ocfg.Logger = n.log
+	ocfg.OnState = n.onState
+	n.outbox = outbox.New(n.id.ID(), n.store, n.direct, ocfg)
+	if err := n.direct.Start(ctx); err != nil {
+		return err
+	}
+	if err := n.joinSwarm(ctx); err != nil {
+		return err
+	}
+	return n.outbox.Start(ctx)
+}
+
+// joinSwarm connects to the bootstrap peers; at least one must answer.
+func (n *Node) joinSwarm(ctx context.Context) error {
+	if len(n.bootstrap) == 0 {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var errs []error
+	for _, ai := range n.bootstrap {
+		if err := n.host.Connect(cctx, ai); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ai.ID, err))
+		}
+	}
+	if len(errs) == len(n.bootstrap) {
+		return fmt.Errorf("node: no bootstrap peer answered: %w", errors.Join(errs...))
+	}
+	for _, err := range errs {
+		n.log.Warn("node: bootstrap peer did not answer", "err", err)
+	}
+	// Fill the routing table now instead of at the first refresh.
+	return n.dht.Bootstrap(ctx)
+}
+
+func (n *Node) buildHost() (host.Host, error) {
+	listen := n.cfg.Listen
+	if len(listen) == 0 {
+		listen = DefaultListen
+	}
+	cm, err := connmgr.NewConnManager(n.cfg.ConnLow, n.cfg.ConnHigh, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("node: connection manager: %w", err)
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(Limits()))
+	if err != nil {
+		return nil, fmt.Errorf("node: resource manager: %w", err)
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(n.id.PrivKey()),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ConnectionManager(cm),
+		libp2p.ResourceManager(rm),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+	)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("node: cannot listen on %v: %w", listen, err)
+	}
+	return h, nil
+}
+
+// Limits are the resource manager's limits: libp2p's defaults scaled to the
+// machine, plus explicit bounds for Parley's own protocols so that one peer
+// cannot take all streams or memory.
+func Limits() rcmgr.ConcreteLimitConfig {
+	cfg := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&cfg)
+	cfg.AddProtocolLimit(direct.ID,
+		rcmgr.BaseLimit{Streams: 512, StreamsInbound: 256, StreamsOutbound: 256, Memory: 64 << 20},
+		rcmgr.BaseLimitIncrease{Streams: 256, StreamsInbound: 128, StreamsOutbound: 128, Memory: 32 << 20})
+	cfg.AddProtocolPeerLimit(direct.ID,
+		rcmgr.BaseLimit{Streams: 8, StreamsInbound: 4, StreamsOutbound: 4, Memory: 4 << 20},
+		rcmgr.BaseLimitIncrease{})
+	return cfg.AutoScale()
+}
+
+// Close stops the services in reverse order and waits for their goroutines.
+func (n *Node) Close() error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	var errs []error
+	if n.outbox != nil {
+		errs = append(errs, n.outbox.Close())
+	}
+	if n.direct != nil {
+		errs = append(errs, n.direct.Close())
+	}
+	if n.dht != nil {
+		errs = append(errs, n.dht.Close())
+	}
+	if n.host != nil && n.ownHost {
+		errs = append(errs, n.host.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	n.outbox, n.direct, n.dht, n.host, n.store = nil, nil, nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.id.ID() }
+
+// Host is the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Addrs are the node's listen addresses, each ending in /p2p/ID.
+func (n *Node) Addrs() []ma.Multiaddr {
+	ai := peer.AddrInfo{ID: n.id.ID(), Addrs: n.host.Addrs()}
+	out, _ := peer.AddrInfoToP2pAddrs(&ai)
+	return out
+}

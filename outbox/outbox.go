@@ -1,0 +1,241 @@
+// Package outbox is the sender's side of delivery: a durable queue of
+// messages not yet delivered, tried at once and then retried with backoff,
+// and the state each message is in. The schedule is a pure core; Outbox is
+// the thin loop that runs it against the store and the transport.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parley-p2p/parley/direct"
+	"github.com/parley-p2p/parley/internal/pb"
+	"github.com/parley-p2p/parley/seal"
+	"github.com/parley-p2p/parley/store"
+)
+
+// Transport carries a batch of messages to a peer; direct.Service is one.
+type Transport interface {
+	Send(ctx context.Context, to peer.ID, msgs []*pb.Message) ([]direct.Result, error)
+}
+
+// Config tunes the outbox. Zero values take the defaults.
+type Config struct {
+	Backoff        Backoff       // default 1 s doubling to 5 min
+	MaxAge         time.Duration // a message undelivered for so long fails; default 7 days
+	AttemptTimeout time.Duration // one delivery attempt; default 20 s
+	Now            func() time.Time
+	Logger         *slog.Logger
+	// OnState is called after each persisted state change. It must not block.
+	OnState func(*store.Message)
+}
+
+// Outbox queues, sends and retries outgoing messages.
+type Outbox struct {
+	self  peer.ID
+	store *store.Store
+	tr    Transport
+	cfg   Config
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	sched   *schedule
+	waiters map[string][]chan struct{} // by message id, woken on any terminal state
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// ErrEmpty means the text of a message is empty.
+var ErrEmpty = errors.New("outbox: message is empty")
+
+// New returns an Outbox; Start loads what the store still holds.
+func New(self peer.ID, st *store.Store, tr Transport, cfg Config) *Outbox {
+	if cfg.Backoff.Base == 0 {
+		cfg.Backoff = Backoff{Base: time.Second, Max: 5 * time.Minute}
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 7 * 24 * time.Hour
+	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = 20 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OnState == nil {
+		cfg.OnState = func(*store.Message) {}
+	}
+	return &Outbox{
+		self: self, store: st, tr: tr, cfg: cfg,
+		kick:    make(chan struct{}, 1),
+		sched:   newSchedule(cfg.Backoff, cfg.MaxAge, direct.MaxBatch),
+		waiters: make(map[string][]chan struct{}),
+	}
+}
+
+// Start reloads undelivered messages from the store and starts the loop.
+func (o *Outbox) Start(ctx context.Context) error {
+	pending, err := o.store.Pending()
+	if err != nil {
+		return fmt.Errorf("outbox: load: %w", err)
+	}
+	now := o.cfg.Now()
+	o.mu.Lock()
+	for _, m := range pending {
+		o.sched.add(m, now)
+	}
+	o.mu.Unlock()
+	ctx, o.cancel = context.WithCancel(ctx)
+	o.wg.Add(1)
+	go o.run(ctx)
+	return nil
+}
+
+// Close stops the loop and waits for attempts in flight to end.
+func (o *Outbox) Close() error {
+	if o.cancel != nil {
+		o.cancel()
+	}
+	o.wg.Wait()
+	return nil
+}
+
+// Send persists a new text message to p, then waits until it is delivered
+// or fails, or until ctx ends, and returns the message in the state it
+// reached. A message still queued when ctx ends stays in the outbox.
+func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte) (*store.Message, error) {
+	if len(body) == 0 {
+		return nil, ErrEmpty
+	}
+	if len(body) > seal.MaxBody {
+		return nil, seal.ErrTooLarge
+	}
+	now := o.cfg.Now()
+	m := &store.Message{
+		ID: seal.NewID(), Peer: to, Outgoing: true, SentAt: now, At: now,
+		Kind: int32(kind), Body: body, State: store.Queued,
+	}
+	if err := o.store.Queue(m); err != nil {
+		return nil, err
+	}
+	woken := make(chan struct{})
+	o.mu.Lock()
+	o.waiters[string(m.ID)] = append(o.waiters[string(m.ID)], woken)
+	o.sched.add(m, now)
+	o.mu.Unlock()
+	o.cfg.OnState(m)
+	o.poke()
+	select {
+	case <-woken:
+	case <-ctx.Done():
+		o.mu.Lock()
+		delete(o.waiters, string(m.ID))
+		o.mu.Unlock()
+	}
+	return o.store.Get(to, m.ID, true)
+}
+
+// Pending is the number of messages in the outbox.
+func (o *Outbox) Pending() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.sched.pending()
+}
+
+func (o *Outbox) poke() {
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (o *Outbox) run(ctx context.Context) {
+	defer o.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		o.mu.Lock()
+		attempts, expired := o.sched.take(o.cfg.Now())
+		next, ok := o.sched.next()
+		o.mu.Unlock()
+		o.record(expired)
+		for _, a := range attempts {
+			o.wg.Add(1)
+			go o.deliver(ctx, a)
+		}
+		wait := time.Hour
+		if ok {
+			wait = max(next.Sub(o.cfg.Now()), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+// deliver makes one attempt and feeds its outcome back to the schedule.
+func (o *Outbox) deliver(ctx context.Context, a attempt) {
+	defer o.wg.Done()
+	msgs := make([]*pb.Message, len(a.msgs))
+	for i, m := range a.msgs {
+		msgs[i] = &pb.Message{Id: m.ID, From: []byte(o.self), To: []byte(a.peer), SentAt: m.SentAt.UnixMilli(), Kind: pb.Kind(m.Kind), Body: m.Body}
+	}
+	actx, cancel := context.WithTimeout(ctx, o.cfg.AttemptTimeout)
+	results, err := o.tr.Send(actx, a.peer, msgs)
+	cancel()
+	var outcomes []outcome
+	if err != nil {
+		if ctx.Err() == nil {
+			o.cfg.Logger.Debug("outbox: delivery attempt failed", "peer", a.peer, "messages", len(msgs), "err", err)
+		}
+	} else {
+		outcomes = make([]outcome, len(results))
+		for i, r := range results {
+			outcomes[i] = outcome{delivered: r.OK, reason: r.Reason}
+		}
+	}
+	o.mu.Lock()
+	updates := o.sched.done(a.peer, outcomes, o.cfg.Now())
+	o.mu.Unlock()
+	o.record(updates)
+	o.poke()
+}
+
+// record persists state changes, then tells waiters and the event sink.
+func (o *Outbox) record(updates []store.Update) {
+	if len(updates) == 0 {
+		return
+	}
+	if err := o.store.SetStates(updates); err != nil {
+		// The messages stay in the store's outbox and go again after a
+		// restart; the recipient deduplicates.
+		o.cfg.Logger.Error("outbox: cannot record delivery states", "err", err)
+		return
+	}
+	for _, u := range updates {
+		o.mu.Lock()
+		ws := o.waiters[string(u.ID)]
+		delete(o.waiters, string(u.ID))
+		o.mu.Unlock()
+		for _, w := range ws {
+			close(w)
+		}
+		if m, err := o.store.Get(u.Peer, u.ID, true); err == nil {
+			o.cfg.OnState(m)
+		}
+	}
+}

@@ -1,0 +1,312 @@
+// Package store is a node's durable memory, one bbolt file per home:
+// contacts and their petnames, the history of every conversation, the outbox
+// of messages not yet delivered, and the index of message ids seen, which
+// deduplicates deliveries. Every write is committed (fsync) before the call
+// returns, so callers may acknowledge what they stored.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// State is where a message stands in its delivery.
+type State string
+
+// The delivery states. Outgoing messages move from Queued to Delivered or
+// Failed; incoming ones are Received.
+const (
+	Queued    State = "queued"
+	Delivered State = "delivered"
+	Failed    State = "failed"
+	Received  State = "received"
+)
+
+// Terminal reports whether a state ends an outgoing message's delivery.
+func (s State) Terminal() bool { return s == Delivered || s == Failed }
+
+// Message is one entry in a conversation's history.
+type Message struct {
+	ID       []byte    `json:"id"`
+	Peer     peer.ID   `json:"peer"` // the other side of the conversation
+	Outgoing bool      `json:"out"`
+	SentAt   time.Time `json:"sent"` // the sender's clock
+	At       time.Time `json:"at"`   // when this node stored it
+	Kind     int32     `json:"kind"`
+	Body     []byte    `json:"body"`
+	State    State     `json:"state"`
+	Reason   string    `json:"reason,omitempty"`
+
+	Seq    uint64 `json:"-"`                // position in the conversation
+	Outbox uint64 `json:"outbox,omitempty"` // position in the outbox while undelivered
+}
+
+var (
+	// ErrLocked means another process has the database open.
+	ErrLocked = errors.New("store: database is in use by another process")
+	// ErrNotFound means no such message or contact.
+	ErrNotFound = errors.New("store: not found")
+	// ErrNameTaken means a petname already names another peer.
+	ErrNameTaken = errors.New("store: petname already names another contact")
+)
+
+var (
+	bucketContacts = []byte("contacts") // petname -> peer ID
+	bucketPetnames = []byte("petnames") // peer ID -> petname
+	bucketHistory  = []byte("history")  // peer ID -> bucket of seq -> Message
+	bucketIndex    = []byte("index")    // direction|peer|id -> seq
+	bucketOutbox   = []byte("outbox")   // seq -> history key of an undelivered message
+)
+
+// Store is an open database. It is safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens or creates the database at path. It fails fast with ErrLocked
+// when another process holds it, which is what keeps two daemons off one
+// home.
+func Open(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 250 * time.Millisecond})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
+	if err != nil {
+		if _, statErr := os.Stat(path); statErr == nil {
+			return nil, fmt.Errorf("store: database %s is unreadable or corrupt (%v); move it away to start with an empty history", path, err)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketContacts, bucketPetnames, bucketHistory, bucketIndex, bucketOutbox} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: database %s is corrupt (%v); move it away to start with an empty history", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func indexKey(outgoing bool, p peer.ID, id []byte) []byte {
+	k := make([]byte, 0, 2+len(p)+len(id))
+	if outgoing {
+		k = append(k, 'o')
+	} else {
+		k = append(k, 'i')
+	}
+	k = append(k, byte(len(p)))
+	k = append(k, p...)
+	return append(k, id...)
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// put appends m to its conversation and indexes it. It reports false when
+// the message is already there.
+func put(tx *bolt.Tx, m *Message) (bool, error) {
+	idx := tx.Bucket(bucketIndex)
+	ik := indexKey(m.Outgoing, m.Peer, m.ID)
+	if idx.Get(ik) != nil {
+		return false, nil
+	}
+	conv, err := tx.Bucket(bucketHistory).CreateBucketIfNotExists([]byte(m.Peer))
+	if err != nil {
+		return false, err
+	}
+	if m.Seq, err = conv.NextSequence(); err != nil {
+		return false, err
+	}
+	if m.Outgoing && !m.State.Terminal() {
+		ob := tx.Bucket(bucketOutbox)
+		if m.Outbox, err = ob.NextSequence(); err != nil {
+			return false, err
+		}
+		if err := ob.Put(u64(m.Outbox), ik); err != nil {
+			return false, err
+		}
+	}
+	if err := writeMessage(conv, m); err != nil {
+		return false, err
+	}
+	return true, idx.Put(ik, u64(m.Seq))
+}
+
+func writeMessage(conv *bolt.Bucket, m *Message) error {
+	v, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return conv.Put(u64(m.Seq), v)
+}
+
+func readMessage(v []byte, seq uint64) (*Message, error) {
+	m := new(Message)
+	if err := json.Unmarshal(v, m); err != nil {
+		return nil, fmt.Errorf("store: corrupt history entry %d: %w", seq, err)
+	}
+	m.Seq = seq
+	return m, nil
+}
+
+// Queue stores a new outgoing message and puts it in the outbox.
+func (s *Store) Queue(m *Message) error {
+	m.Outgoing = true
+	return s.db.Update(func(tx *bolt.Tx) error {
+		added, err := put(tx, m)
+		if err == nil && !added {
+			err = fmt.Errorf("store: message %x to %s already queued", m.ID, m.Peer)
+		}
+		return err
+	})
+}
+
+// Receive stores incoming messages in one commit and reports, per message,
+// whether it was new. A message already seen (same sender and id) is not
+// stored again. Callers batch: one commit (and fsync) covers all of msgs.
+func (s *Store) Receive(msgs []*Message) ([]bool, error) {
+	added := make([]bool, len(msgs))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for i, m := range msgs {
+			m.Outgoing = false
+			ok, err := put(tx, m)
+			if err != nil {
+				return err
+			}
+			added[i] = ok
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: receive: %w", err)
+	}
+	return added, nil
+}
+
+// Update is a new state for one outgoing message.
+type Update struct {
+	Peer   peer.ID
+	ID     []byte
+	State  State
+	Reason string
+}
+
+// SetStates records new states for outgoing messages in one commit, and
+// takes each message whose state is terminal out of the outbox.
+func (s *Store) SetStates(updates []Update) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, u := range updates {
+			if err := setState(tx, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func setState(tx *bolt.Tx, u Update) error {
+	seqb := tx.Bucket(bucketIndex).Get(indexKey(true, u.Peer, u.ID))
+	conv := tx.Bucket(bucketHistory).Bucket([]byte(u.Peer))
+	if seqb == nil || conv == nil {
+		return fmt.Errorf("%w: message %x to %s", ErrNotFound, u.ID, u.Peer)
+	}
+	m, err := readMessage(conv.Get(seqb), binary.BigEndian.Uint64(seqb))
+	if err != nil {
+		return err
+	}
+	m.State, m.Reason = u.State, u.Reason
+	if u.State.Terminal() && m.Outbox != 0 {
+		if err := tx.Bucket(bucketOutbox).Delete(u64(m.Outbox)); err != nil {
+			return err
+		}
+		m.Outbox = 0
+	}
+	return writeMessage(conv, m)
+}
+
+// Pending returns the outbox: outgoing messages not yet delivered, in the
+// order they were queued.
+func (s *Store) Pending() ([]*Message, error) {
+	var out []*Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bucketIndex)
+		return tx.Bucket(bucketOutbox).ForEach(func(_, ik []byte) error {
+			m, err := lookup(tx, idx, ik)
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func lookup(tx *bolt.Tx, idx *bolt.Bucket, ik []byte) (*Message, error) {
+	if len(ik) < 2 || len(ik) < 2+int(ik[1]) {
+		return nil, fmt.Errorf("store: corrupt index key %x", ik)
+	}
+	p := ik[2 : 2+int(ik[1])]
+	seqb := idx.Get(ik)
+	conv := tx.Bucket(bucketHistory).Bucket(p)
+	if seqb == nil || conv == nil {
+		return nil, fmt.Errorf("store: index names a missing message %x", ik)
+	}
+	return readMessage(conv.Get(seqb), binary.BigEndian.Uint64(seqb))
+}
+
+// Get returns one message by direction, peer and id.
+func (s *Store) Get(p peer.ID, id []byte, outgoing bool) (*Message, error) {
+	var m *Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bucketIndex)
+		ik := indexKey(outgoing, p, id)
+		if idx.Get(ik) == nil {
+			return fmt.Errorf("%w: message %x with %s", ErrNotFound, id, p)
+		}
+		var err error
+		m, err = lookup(tx, idx, ik)
+		return err
+	})
+	return m, err
+}
+
+// History returns the last limit messages of the conversation with p,
+// oldest first (all of them when limit <= 0).
+func (s *Store) History(p peer.ID, limit int) ([]*Message, error) {
+	var out []*Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		conv := tx.Bucket(bucketHistory).Bucket([]byte(p))
+		if conv == nil {
+			return nil
+		}
+		c := conv.Cursor()
+		for k, v := c.Last(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
+			m, err := readMessage(v, binary.BigEndian.Uint64(k))
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, err
+}
