@@ -43,7 +43,12 @@ const (
 	maxBatchBytes = 1 << 20
 	// MaxBatch is the most envelopes a sender writes before reading acks.
 	MaxBatch = 512
+	// MaxBody is the largest message body that can be sent.
+	MaxBody = seal.MaxBody
 )
+
+// NewID returns a fresh random message id.
+func NewID() []byte { return seal.NewID() }
 
 var (
 	// ErrProtocol means the other side broke the protocol.

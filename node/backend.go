@@ -76,7 +76,7 @@ func (n *Node) Send(ctx context.Context, req api.SendRequest) (api.Message, erro
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	m, err := n.outbox.Send(wctx, to, pb.Kind_KIND_TEXT, []byte(req.Text))
-	if errors.Is(err, outbox.ErrEmpty) || errors.Is(err, seal.ErrTooLarge) {
+	if errors.Is(err, outbox.ErrEmpty) || errors.Is(err, outbox.ErrTooLarge) {
 		return api.Message{}, api.BadInput(err.Error())
 	}
 	if err != nil {

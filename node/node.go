@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
@@ -81,6 +82,8 @@ type Node struct {
 	direct  *direct.Service
 	outbox  *outbox.Outbox
 	cancel  context.CancelFunc
+
+	notifiee network.Notifiee
 }
 
 // New checks cfg and loads the identity; it starts nothing.
@@ -179,10 +182,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.direct.Start(ctx); err != nil {
 		return err
 	}
-	if err := n.joinSwarm(ctx); err != nil {
+	if err := n.outbox.Start(ctx); err != nil {
 		return err
 	}
-	return n.outbox.Start(ctx)
+	// A peer that connects is online: deliver what waits for it now
+	// rather than when its backoff runs out.
+	n.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		n.outbox.Wake(c.RemotePeer())
+	}}
+	n.host.Network().Notify(n.notifiee)
+	return n.joinSwarm(ctx)
 }
 
 // joinSwarm connects to the bootstrap peers; at least one must answer.
@@ -261,6 +270,10 @@ func (n *Node) Close() error {
 		n.cancel()
 	}
 	var errs []error
+	if n.notifiee != nil {
+		n.host.Network().StopNotify(n.notifiee)
+		n.notifiee = nil
+	}
 	if n.outbox != nil {
 		errs = append(errs, n.outbox.Close())
 	}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/parley-p2p/parley/direct"
 	"github.com/parley-p2p/parley/internal/pb"
-	"github.com/parley-p2p/parley/seal"
 	"github.com/parley-p2p/parley/store"
 )
 
@@ -52,8 +51,12 @@ type Outbox struct {
 	wg      sync.WaitGroup
 }
 
-// ErrEmpty means the text of a message is empty.
-var ErrEmpty = errors.New("outbox: message is empty")
+var (
+	// ErrEmpty means the body of a message is empty.
+	ErrEmpty = errors.New("outbox: message is empty")
+	// ErrTooLarge means the body of a message is over direct.MaxBody.
+	ErrTooLarge = fmt.Errorf("outbox: message is over %d bytes", direct.MaxBody)
+)
 
 // New returns an Outbox; Start loads what the store still holds.
 func New(self peer.ID, st *store.Store, tr Transport, cfg Config) *Outbox {
@@ -117,12 +120,12 @@ func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte
 	if len(body) == 0 {
 		return nil, ErrEmpty
 	}
-	if len(body) > seal.MaxBody {
-		return nil, seal.ErrTooLarge
+	if len(body) > direct.MaxBody {
+		return nil, ErrTooLarge
 	}
 	now := o.cfg.Now()
 	m := &store.Message{
-		ID: seal.NewID(), Peer: to, Outgoing: true, SentAt: now, At: now,
+		ID: direct.NewID(), Peer: to, Outgoing: true, SentAt: now, At: now,
 		Kind: int32(kind), Body: body, State: store.Queued,
 	}
 	if err := o.store.Queue(m); err != nil {
@@ -143,6 +146,16 @@ func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte
 		o.mu.Unlock()
 	}
 	return o.store.Get(to, m.ID, true)
+}
+
+// Wake retries p at once, skipping its backoff; call it when p is seen online.
+func (o *Outbox) Wake(p peer.ID) {
+	o.mu.Lock()
+	woke := o.sched.wake(p, o.cfg.Now())
+	o.mu.Unlock()
+	if woke {
+		o.poke()
+	}
 }
 
 // Pending is the number of messages in the outbox.

@@ -60,6 +60,19 @@ func (s *schedule) add(m *store.Message, now time.Time) {
 	q.due = now
 }
 
+// wake makes p due now: it was just seen online, so waiting out the
+// backoff would only delay delivery. It reports whether p had messages.
+func (s *schedule) wake(p peer.ID, now time.Time) bool {
+	q := s.peers[p]
+	if q == nil {
+		return false
+	}
+	if now.Before(q.due) {
+		q.due = now
+	}
+	return true
+}
+
 // attempt is one batch to send to one peer.
 type attempt struct {
 	peer peer.ID

@@ -36,7 +36,7 @@ func (s State) Terminal() bool { return s == Delivered || s == Failed }
 // Message is one entry in a conversation's history.
 type Message struct {
 	ID       []byte    `json:"id"`
-	Peer     peer.ID   `json:"peer"` // the other side of the conversation
+	Peer     peer.ID   `json:"-"` // the other side: the conversation's bucket name
 	Outgoing bool      `json:"out"`
 	SentAt   time.Time `json:"sent"` // the sender's clock
 	At       time.Time `json:"at"`   // when this node stored it
@@ -155,12 +155,12 @@ func writeMessage(conv *bolt.Bucket, m *Message) error {
 	return conv.Put(u64(m.Seq), v)
 }
 
-func readMessage(v []byte, seq uint64) (*Message, error) {
+func readMessage(p peer.ID, v []byte, seq uint64) (*Message, error) {
 	m := new(Message)
 	if err := json.Unmarshal(v, m); err != nil {
-		return nil, fmt.Errorf("store: corrupt history entry %d: %w", seq, err)
+		return nil, fmt.Errorf("store: corrupt history entry %d with %s: %w", seq, p, err)
 	}
-	m.Seq = seq
+	m.Peer, m.Seq = p, seq
 	return m, nil
 }
 
@@ -225,7 +225,7 @@ func setState(tx *bolt.Tx, u Update) error {
 	if seqb == nil || conv == nil {
 		return fmt.Errorf("%w: message %x to %s", ErrNotFound, u.ID, u.Peer)
 	}
-	m, err := readMessage(conv.Get(seqb), binary.BigEndian.Uint64(seqb))
+	m, err := readMessage(u.Peer, conv.Get(seqb), binary.BigEndian.Uint64(seqb))
 	if err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ func lookup(tx *bolt.Tx, idx *bolt.Bucket, ik []byte) (*Message, error) {
 	if seqb == nil || conv == nil {
 		return nil, fmt.Errorf("store: index names a missing message %x", ik)
 	}
-	return readMessage(conv.Get(seqb), binary.BigEndian.Uint64(seqb))
+	return readMessage(peer.ID(p), conv.Get(seqb), binary.BigEndian.Uint64(seqb))
 }
 
 // Get returns one message by direction, peer and id.
@@ -297,7 +297,7 @@ func (s *Store) History(p peer.ID, limit int) ([]*Message, error) {
 		}
 		c := conv.Cursor()
 		for k, v := c.Last(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
-			m, err := readMessage(v, binary.BigEndian.Uint64(k))
+			m, err := readMessage(p, v, binary.BigEndian.Uint64(k))
 			if err != nil {
 				return err
 			}
