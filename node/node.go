@@ -208,7 +208,7 @@ func (n *Node) joinSwarm(ctx context.Context) error {
 		}
 	}
 	if len(errs) == len(n.bootstrap) {
-		return fmt.Errorf("node: no bootstrap peer answered: %w", errors.Join(errs...))
+		return fmt.Errorf("node: no bootstrap peer answered; check the --bootstrap addresses and that those peers are running: %w", errors.Join(errs...))
 	}
 	for _, err := range errs {
 		n.log.Warn("node: bootstrap peer did not answer", "err", err)

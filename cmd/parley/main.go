@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -21,9 +22,19 @@ func main() {
 	err := newRoot().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "parley:", err)
+		fmt.Fprintln(os.Stderr, "parley:", oneLineError(err))
 		os.Exit(1)
 	}
+}
+
+// oneLineError folds a multi-line error (libp2p lists every failed dial on
+// its own line) into the single line the CLI promises.
+func oneLineError(err error) string {
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "* "))
+	}
+	return strings.Join(lines, "; ")
 }
 
 // globals are the flags every command shares.

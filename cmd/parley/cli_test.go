@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests drive the built binary the way a user does: real daemons in
+// temporary homes on 127.0.0.1, and the CLI talking to them.
+
+var parleyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	parleyBin = filepath.Join(dir, "parley")
+	build := exec.Command("go", "build", "-o", parleyBin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building parley:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is what one CLI call did.
+type result struct {
+	out, err string
+	code     int
+}
+
+func parley(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(parleyBin, args...)
+	cmd.Env = append(os.Environ(), "PARLEY_HOME=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{out: stdout.String(), err: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mustParley(t *testing.T, args ...string) string {
+	t.Helper()
+	r := parley(t, args...)
+	if r.code != 0 {
+		t.Fatalf("parley %s: exit %d: %s", strings.Join(args, " "), r.code, r.err)
+	}
+	return r.out
+}
+
+// expectError checks the user-facing error contract: non-zero exit, one
+// line on stderr that mentions want.
+func expectError(t *testing.T, want string, args ...string) {
+	t.Helper()
+	r := parley(t, args...)
+	if r.code == 0 {
+		t.Errorf("parley %s: exit 0 (stdout %q), want an error", strings.Join(args, " "), r.out)
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(r.err), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "parley: ") || !strings.Contains(lines[0], want) {
+		t.Errorf("parley %s: stderr %q, want one line mentioning %q", strings.Join(args, " "), r.err, want)
+	}
+}
+
+// daemon is a running `parley run`.
+type daemon struct {
+	home string
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	id   string
+	addr string // a 127.0.0.1 TCP multiaddr with /p2p/
+}
+
+func initHome(t *testing.T, home string) string {
+	t.Helper()
+	return strings.TrimSpace(mustParley(t, "init", "--home", home))
+}
+
+func startDaemon(t *testing.T, home string, bootstrap ...string) *daemon {
+	t.Helper()
+	os.Remove(filepath.Join(home, "api")) // left behind by a killed daemon
+	args := []string{"run", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"}
+	if len(bootstrap) > 0 {
+		args = append(args, "--bootstrap", strings.Join(bootstrap, ","))
+	}
+	d := &daemon{home: home, cmd: exec.Command(parleyBin, args...), log: new(bytes.Buffer)}
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	t.Cleanup(func() { d.stop(t, exited) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(home, "api")); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("parley run exited early (%v): %s", err, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parley run did not become ready: %s", d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var id struct {
+		ID    string   `json:"id"`
+		Addrs []string `json:"addrs"`
+	}
+	if err := json.Unmarshal([]byte(mustParley(t, "id", "--home", home, "--json")), &id); err != nil {
+		t.Fatal(err)
+	}
+	d.id = id.ID
+	for _, a := range id.Addrs {
+		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
+			d.addr = a
+		}
+	}
+	if d.addr == "" {
+		t.Fatalf("no loopback TCP address in %v", id.Addrs)
+	}
+	return d
+}
+
+func (d *daemon) stop(t *testing.T, exited chan error) {
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-exited
+		t.Errorf("parley run did not stop on SIGINT: %s", d.log)
+	}
+}
+
+// kill ends the daemon with SIGKILL, as a crash or power loss would.
+func (d *daemon) kill(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Kill()
+	for d.cmd.ProcessState == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type historyEntry struct {
+	ID, Direction, Text, State string
+}
+
+func history(t *testing.T, home, peer string) []historyEntry {
+	t.Helper()
+	var h []historyEntry
+	if err := json.Unmarshal([]byte(mustParley(t, "history", "--home", home, peer, "--json")), &h); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestCLIEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	aHome, bHome := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	aID, bID := initHome(t, aHome), initHome(t, bHome)
+	if st, _ := os.Stat(filepath.Join(aHome, "identity.key")); st.Mode().Perm() != 0o600 {
+		t.Fatalf("identity.key mode %o", st.Mode().Perm())
+	}
+	expectError(t, "already has an identity", "init", "--home", aHome)
+	a := startDaemon(t, aHome)
+	b := startDaemon(t, bHome, a.addr)
+	if a.id != aID || b.id != bID {
+		t.Fatal("daemon IDs differ from init's")
+	}
+
+	out := mustParley(t, "send", "--home", aHome, bID, "hello bob")
+	if !strings.HasPrefix(out, "delivered ") || len(strings.Fields(out)) != 2 {
+		t.Fatalf("send printed %q", out)
+	}
+	msgID := strings.Fields(out)[1]
+	h := history(t, bHome, aID)
+	if len(h) != 1 || h[0].Text != "hello bob" || h[0].Direction != "in" || h[0].ID != msgID {
+		t.Fatalf("b's history %+v", h)
+	}
+
+	// Contacts and petnames; PARLEY_HOME stands in for --home.
+	mustParley(t, "contacts", "add", "--home", bHome, aID, "alice")
+	if out := mustParley(t, "contacts", "list", "--home", bHome); !strings.Contains(out, "alice") || !strings.Contains(out, aID) {
+		t.Fatalf("contacts list: %q", out)
+	}
+	cmd := exec.Command(parleyBin, "send", "alice", "hi alice")
+	cmd.Env = append(os.Environ(), "PARLEY_HOME="+bHome)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "delivered ") {
+		t.Fatalf("send by petname with PARLEY_HOME: %v %s", err, out)
+	}
+	h = history(t, aHome, bID)
+	if len(h) != 2 || h[0].State != "delivered" || h[1].Text != "hi alice" {
+		t.Fatalf("a's history %+v", h)
+	}
+	if out := mustParley(t, "history", "--home", bHome, "alice"); !strings.Contains(out, "hello bob") || !strings.Contains(out, "hi alice") {
+		t.Fatalf("history text: %q", out)
+	}
+	expectError(t, "already taken", "contacts", "add", "--home", bHome, bID, "alice")
+	mustParley(t, "contacts", "remove", "--home", bHome, "alice")
+	expectError(t, "no contact is named", "contacts", "remove", "--home", bHome, "alice")
+
+	// Bad input from the user.
+	expectError(t, "neither a contact nor a peer ID", "send", "--home", aHome, "not-a-peer-id", "x")
+	expectError(t, "empty", "send", "--home", aHome, bID, "")
+	expectError(t, "limit", "send", "--home", aHome, bID, strings.Repeat("y", 40000))
+	expectError(t, "usage: parley send", "send", "--home", aHome, bID)
+	expectError(t, "no parley daemon is running", "send", "--home", filepath.Join(dir, "nohome"), bID, "x")
+	expectError(t, "unknown flag", "send", "--home", aHome, "--bogus", bID, "x")
+	expectError(t, "already running", "run", "--home", aHome, "--listen", "/ip4/127.0.0.1/tcp/0")
+	initHome(t, filepath.Join(dir, "c"))
+	expectError(t, "no bootstrap peer answered", "run", "--home", filepath.Join(dir, "c"), "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", "/ip4/127.0.0.1/tcp/1/p2p/"+bID)
+}
+
+func TestCLIRefusesBrokenHomes(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "a")
+	initHome(t, home)
+	key := filepath.Join(home, "identity.key")
+	os.Chmod(key, 0o644)
+	expectError(t, "chmod 600", "run", "--home", home)
+	os.WriteFile(key, []byte("garbage"), 0o600)
+	os.Chmod(key, 0o600)
+	expectError(t, "corrupt", "run", "--home", home)
+
+	home2 := filepath.Join(dir, "b")
+	initHome(t, home2)
+	os.WriteFile(filepath.Join(home2, "parley.db"), bytes.Repeat([]byte{0xde, 0xad}, 32<<10), 0o600)
+	expectError(t, "corrupt", "run", "--home", home2, "--listen", "/ip4/127.0.0.1/tcp/0")
+	if _, err := os.Stat(filepath.Join(home2, "api")); err == nil {
+		t.Fatal("a failed start left an api file behind")
+	}
+}
+
+func TestCLIStopRemovesAPIFile(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "a")
+	initHome(t, home)
+	d := startDaemon(t, home)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, "daemon exit", func() bool { return d.cmd.ProcessState != nil })
+	if d.cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("exit code %d after SIGTERM: %s", d.cmd.ProcessState.ExitCode(), d.log)
+	}
+	if _, err := os.Stat(filepath.Join(home, "api")); err == nil {
+		t.Fatal("api file left after a clean stop")
+	}
+}
+
+// TestCrashReceiverAfterAck: a message the receiver acknowledged survives
+// SIGKILL of the receiver right after the sender printed "delivered".
+func TestCrashReceiverAfterAck(t *testing.T) {
+	dir := t.TempDir()
+	aHome, bHome := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	aID, bID := initHome(t, aHome), initHome(t, bHome)
+	a := startDaemon(t, aHome)
+	b := startDaemon(t, bHome, a.addr)
+	for i := range 5 {
+		out := mustParley(t, "send", "--home", aHome, bID, fmt.Sprint("survives ", i))
+		if !strings.HasPrefix(out, "delivered") {
+			t.Fatalf("send %d: %q", i, out)
+		}
+	}
+	b.kill(t)
+	startDaemon(t, bHome, a.addr)
+	h := history(t, bHome, aID)
+	if len(h) != 5 {
+		t.Fatalf("after SIGKILL and restart b has %d messages, want 5", len(h))
+	}
+	for i, m := range h {
+		if m.Text != fmt.Sprint("survives ", i) {
+			t.Fatalf("entry %d is %q", i, m.Text)
+		}
+	}
+}
+
+// TestCrashSenderWithUnacked: a message still in the outbox when the sender
+// is killed is sent after restart, and shown once.
+func TestCrashSenderWithUnacked(t *testing.T) {
+	dir := t.TempDir()
+	aHome, bHome := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	aID, bID := initHome(t, aHome), initHome(t, bHome)
+	a := startDaemon(t, aHome)
+	out := mustParley(t, "send", "--home", aHome, "--wait", "300ms", bID, "wait for me")
+	if !strings.HasPrefix(out, "queued ") {
+		t.Fatalf("send to an offline peer printed %q, want queued", out)
+	}
+	if out := mustParley(t, "outbox", "--home", aHome); !strings.Contains(out, "wait for me") {
+		t.Fatalf("outbox: %q", out)
+	}
+	a.kill(t)
+	b := startDaemon(t, bHome)
+	startDaemon(t, aHome, b.addr)
+	waitFor(t, "the queued message to reach b", func() bool { return len(history(t, bHome, aID)) > 0 })
+	waitFor(t, "a to record delivery", func() bool {
+		h := history(t, aHome, bID)
+		return len(h) == 1 && h[0].State == "delivered"
+	})
+	if h := history(t, bHome, aID); len(h) != 1 || h[0].Text != "wait for me" {
+		t.Fatalf("b's history %+v, want the message once", h)
+	}
+}
