@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -86,7 +87,8 @@ func expectError(t *testing.T, want string, args ...string) {
 type daemon struct {
 	home string
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
+	log  *logBuffer
+	done chan struct{} // closed once the process has exited
 	id   string
 	addr string // a 127.0.0.1 TCP multiaddr with /p2p/
 }
@@ -103,14 +105,18 @@ func startDaemon(t *testing.T, home string, bootstrap ...string) *daemon {
 	if len(bootstrap) > 0 {
 		args = append(args, "--bootstrap", strings.Join(bootstrap, ","))
 	}
-	d := &daemon{home: home, cmd: exec.Command(parleyBin, args...), log: new(bytes.Buffer)}
+	d := &daemon{home: home, cmd: exec.Command(parleyBin, args...), log: new(logBuffer), done: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- d.cmd.Wait() }()
-	t.Cleanup(func() { d.stop(t, exited) })
+	go func() {
+		err := d.cmd.Wait()
+		close(d.done)
+		exited <- err
+	}()
+	t.Cleanup(func() { d.stop(t) })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(filepath.Join(home, "api")); err == nil {
@@ -118,7 +124,6 @@ func startDaemon(t *testing.T, home string, bootstrap ...string) *daemon {
 		}
 		select {
 		case err := <-exited:
-			exited <- err
 			t.Fatalf("parley run exited early (%v): %s", err, d.log)
 		default:
 		}
@@ -146,16 +151,36 @@ func startDaemon(t *testing.T, home string, bootstrap ...string) *daemon {
 	return d
 }
 
-func (d *daemon) stop(t *testing.T, exited chan error) {
-	if d.cmd.ProcessState != nil {
+// logBuffer collects a daemon's output; the process writes while tests read.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (d *daemon) stop(t *testing.T) {
+	select {
+	case <-d.done:
 		return
+	default:
 	}
 	d.cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case <-exited:
+	case <-d.done:
 	case <-time.After(15 * time.Second):
 		d.cmd.Process.Kill()
-		<-exited
+		<-d.done
 		t.Errorf("parley run did not stop on SIGINT: %s", d.log)
 	}
 }
@@ -164,9 +189,7 @@ func (d *daemon) stop(t *testing.T, exited chan error) {
 func (d *daemon) kill(t *testing.T) {
 	t.Helper()
 	d.cmd.Process.Kill()
-	for d.cmd.ProcessState == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
+	<-d.done
 }
 
 type historyEntry struct {
@@ -275,7 +298,11 @@ func TestCLIStopRemovesAPIFile(t *testing.T) {
 	initHome(t, home)
 	d := startDaemon(t, home)
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, "daemon exit", func() bool { return d.cmd.ProcessState != nil })
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not exit on SIGTERM")
+	}
 	if d.cmd.ProcessState.ExitCode() != 0 {
 		t.Fatalf("exit code %d after SIGTERM: %s", d.cmd.ProcessState.ExitCode(), d.log)
 	}
