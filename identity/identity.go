@@ -4,6 +4,8 @@
 package identity
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha512"
 	"errors"
@@ -51,6 +53,16 @@ func Generate() (*Identity, error) {
 func FromKey(key crypto.PrivKey) (*Identity, error) {
 	if key.Type() != crypto.Ed25519 {
 		return nil, fmt.Errorf("identity: key type %v is not Ed25519", key.Type())
+	}
+	// The encoding carries seed and public key side by side; a public half
+	// that the seed does not produce would give an address whose messages
+	// this key cannot open.
+	raw, err := key.Raw()
+	if err != nil || len(raw) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("identity: Ed25519 key has the wrong size")
+	}
+	if !bytes.Equal(ed25519.NewKeyFromSeed(raw[:ed25519.SeedSize]), raw) {
+		return nil, fmt.Errorf("identity: Ed25519 key's public half does not match its seed")
 	}
 	id, err := peer.IDFromPrivateKey(key)
 	if err != nil {
@@ -132,15 +144,24 @@ func Load(home string) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	key, err := crypto.UnmarshalPrivateKey(raw)
+	id, err := Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("identity: key file %s is corrupt (%v); restore it from a backup or move it away and run 'parley init' for a new identity", path, err)
 	}
-	id, err := FromKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("identity: key file %s: %w", path, err)
-	}
 	return id, nil
+}
+
+// Parse decodes the contents of a key file: a libp2p private key in its
+// protobuf encoding, which must be Ed25519.
+func Parse(raw []byte) (*Identity, error) {
+	if len(raw) > 1024 {
+		return nil, fmt.Errorf("identity: key of %d bytes is too long", len(raw))
+	}
+	key, err := crypto.UnmarshalPrivateKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	return FromKey(key)
 }
 
 // X25519Private is the X25519 private key derived from the Ed25519 seed:

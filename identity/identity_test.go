@@ -134,3 +134,33 @@ func TestNonEd25519Rejected(t *testing.T) {
 		t.Fatalf("hashed peer ID: %v, want ErrNotEd25519", err)
 	}
 }
+
+// FuzzParse feeds arbitrary key files to Parse: never a panic, and a key
+// it accepts is one whose X25519 half is usable.
+func FuzzParse(f *testing.F) {
+	id, _ := Generate()
+	raw, _ := crypto.MarshalPrivateKey(id.PrivKey())
+	f.Add(raw)
+	f.Add([]byte{})
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		id, err := Parse(data)
+		if err != nil {
+			return
+		}
+		_ = id.X25519Private()
+		if _, err := X25519Public(id.ID()); err != nil && !errors.Is(err, ErrLowOrder) {
+			t.Fatalf("parsed key's own ID: %v", err)
+		}
+	})
+}
+
+// FuzzX25519Public feeds arbitrary peer IDs to the key derivation.
+func FuzzX25519Public(f *testing.F) {
+	id, _ := Generate()
+	f.Add([]byte(id.ID()))
+	f.Add([]byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = X25519Public(peer.ID(data))
+	})
+}
