@@ -27,6 +27,14 @@ func (h *Hub) Publish(e Event) {
 	}
 }
 
+// Watched reports whether anyone is subscribed, so that publishers can skip
+// building events nobody reads.
+func (h *Hub) Watched() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs) > 0
+}
+
 // Subscribe returns a channel of events and the function that ends the
 // subscription and closes the channel.
 func (h *Hub) Subscribe() (<-chan Event, func()) {

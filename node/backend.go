@@ -170,11 +170,15 @@ func checkPetname(name string) error {
 }
 
 func (n *Node) onReceived(m *store.Message) {
-	n.events.Publish(api.Event{Type: "message", Message: n.view(m)})
+	if n.events.Watched() {
+		n.events.Publish(api.Event{Type: "message", Message: n.view(m)})
+	}
 }
 
 func (n *Node) onState(m *store.Message) {
-	n.events.Publish(api.Event{Type: "state", Message: n.view(m)})
+	if n.events.Watched() {
+		n.events.Publish(api.Event{Type: "state", Message: n.view(m)})
+	}
 }
 
 func (n *Node) views(ms []*store.Message) []api.Message {

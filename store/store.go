@@ -68,14 +68,15 @@ var (
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	db    *bolt.DB
+	group group
 }
 
 // Open opens or creates the database at path. It fails fast with ErrLocked
 // when another process holds it, which is what keeps two daemons off one
 // home.
 func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 250 * time.Millisecond})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 250 * time.Millisecond, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 	}
@@ -167,7 +168,7 @@ func readMessage(p peer.ID, v []byte, seq uint64) (*Message, error) {
 // Queue stores a new outgoing message and puts it in the outbox.
 func (s *Store) Queue(m *Message) error {
 	m.Outgoing = true
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		added, err := put(tx, m)
 		if err == nil && !added {
 			err = fmt.Errorf("store: message %x to %s already queued", m.ID, m.Peer)
@@ -178,10 +179,11 @@ func (s *Store) Queue(m *Message) error {
 
 // Receive stores incoming messages in one commit and reports, per message,
 // whether it was new. A message already seen (same sender and id) is not
-// stored again. Callers batch: one commit (and fsync) covers all of msgs.
+// stored again. One commit (and fsync) covers all of msgs, and is shared
+// with concurrent writers.
 func (s *Store) Receive(msgs []*Message) ([]bool, error) {
 	added := make([]bool, len(msgs))
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		for i, m := range msgs {
 			m.Outgoing = false
 			ok, err := put(tx, m)
@@ -209,7 +211,7 @@ type Update struct {
 // SetStates records new states for outgoing messages in one commit, and
 // takes each message whose state is terminal out of the outbox.
 func (s *Store) SetStates(updates []Update) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		for _, u := range updates {
 			if err := setState(tx, u); err != nil {
 				return err

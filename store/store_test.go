@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,5 +198,39 @@ func TestCorruptDatabase(t *testing.T) {
 	_, err := Open(path)
 	if err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("Open of junk: %v", err)
+	}
+}
+
+func TestConcurrentWritesShareCommits(t *testing.T) {
+	s, _ := open(t)
+	const writers = 64
+	errs := make(chan error, writers+1)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.Queue(out(bob, i))
+		}()
+	}
+	// A write that fails must fail alone, not take its group with it.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := s.SetStates([]Update{{Peer: carol, ID: []byte("missing"), State: Delivered}})
+		if !errors.Is(err, ErrNotFound) {
+			errs <- fmt.Errorf("bad update: %v", err)
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, _ := s.Pending()
+	if len(p) != writers {
+		t.Fatalf("pending %d, want %d", len(p), writers)
 	}
 }
