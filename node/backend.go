@@ -175,8 +175,11 @@ func (n *Node) onReceived(m *store.Message) {
 	}
 }
 
-func (n *Node) onState(m *store.Message) {
-	if n.events.Watched() {
+func (n *Node) onState(u store.Update) {
+	if !n.events.Watched() {
+		return
+	}
+	if m, err := n.store.Get(u.Peer, u.ID, true); err == nil {
 		n.events.Publish(api.Event{Type: "state", Message: n.view(m)})
 	}
 }

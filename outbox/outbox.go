@@ -32,7 +32,7 @@ type Config struct {
 	Now            func() time.Time
 	Logger         *slog.Logger
 	// OnState is called after each persisted state change. It must not block.
-	OnState func(*store.Message)
+	OnState func(store.Update)
 }
 
 // Outbox queues, sends and retries outgoing messages.
@@ -76,7 +76,7 @@ func New(self peer.ID, st *store.Store, tr Transport, cfg Config) *Outbox {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.OnState == nil {
-		cfg.OnState = func(*store.Message) {}
+		cfg.OnState = func(store.Update) {}
 	}
 	return &Outbox{
 		self: self, store: st, tr: tr, cfg: cfg,
@@ -136,7 +136,7 @@ func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte
 	o.waiters[string(m.ID)] = append(o.waiters[string(m.ID)], woken)
 	o.sched.add(m, now)
 	o.mu.Unlock()
-	o.cfg.OnState(m)
+	o.cfg.OnState(store.Update{Peer: to, ID: m.ID, State: store.Queued})
 	o.poke()
 	select {
 	case <-woken:
@@ -247,8 +247,6 @@ func (o *Outbox) record(updates []store.Update) {
 		for _, w := range ws {
 			close(w)
 		}
-		if m, err := o.store.Get(u.Peer, u.ID, true); err == nil {
-			o.cfg.OnState(m)
-		}
+		o.cfg.OnState(u)
 	}
 }

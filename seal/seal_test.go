@@ -178,3 +178,16 @@ func BenchmarkSeal256(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkOpen256(b *testing.B) {
+	x, y := pair(b)
+	env, _ := NewKeyring(x).Seal(msg(x.ID(), y.ID(), string(make([]byte, 256))))
+	ky := NewKeyring(y)
+	ky.Open(env) // derive and cache the pairwise key first
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ky.Open(env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

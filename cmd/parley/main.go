@@ -30,11 +30,22 @@ func main() {
 // oneLineError folds a multi-line error (libp2p lists every failed dial on
 // its own line) into the single line the CLI promises.
 func oneLineError(err error) string {
-	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "* "))
+	var b strings.Builder
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "* "))
+		if l == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			if s := b.String(); strings.HasSuffix(s, "?") || strings.HasSuffix(s, ":") {
+				b.WriteString(" ")
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		b.WriteString(l)
 	}
-	return strings.Join(lines, "; ")
+	return b.String()
 }
 
 // globals are the flags every command shares.
