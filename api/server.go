@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -28,6 +29,7 @@ type Server struct {
 	srv     *http.Server
 	ln      net.Listener
 	quit    chan struct{} // closed by Close, ends event streams
+	closing sync.Once
 }
 
 // NewServer listens on addr (host:port; port 0 picks one) and prepares to
@@ -78,15 +80,17 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// Close stops the server; event streams are cut.
+// Close stops the server; event streams are cut. It may be called again.
 func (s *Server) Close() error {
-	close(s.quit)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		err = s.srv.Close()
-	}
+	var err error
+	s.closing.Do(func() {
+		close(s.quit)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err = s.srv.Shutdown(ctx); err != nil {
+			err = s.srv.Close()
+		}
+	})
 	return err
 }
 

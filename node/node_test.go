@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"go.uber.org/goleak"
 
 	"github.com/parley-p2p/parley/api"
@@ -247,5 +248,36 @@ func TestBootstrapThatDoesNotAnswer(t *testing.T) {
 	}
 	if _, err := New(Config{Home: home, Bootstrap: []string{"/ip4/127.0.0.1/tcp/1"}}); err == nil {
 		t.Fatal("bootstrap address without /p2p/ accepted")
+	}
+}
+
+// TestInjectedHost: a node can run on a host built by its caller (the
+// simulation does this), and leaves that host open on Close.
+func TestInjectedHost(t *testing.T) {
+	dir := t.TempDir()
+	alice := startNode(t, filepath.Join(dir, "alice"))
+	id, _ := identity.Generate()
+	h, err := libp2p.New(libp2p.Identity(id.PrivKey()), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	n, err := New(Config{Home: filepath.Join(dir, "bob"), Identity: id, Host: h, Bootstrap: []string{alice.Addrs()[0].String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m := send(t, n, alice.ID().String(), "from an injected host"); m.State != "delivered" {
+		t.Fatalf("state %s", m.State)
+	}
+	n.Close()
+	if len(h.Network().ListenAddresses()) == 0 {
+		t.Fatal("closing the node closed the injected host")
+	}
+	other, _ := identity.Generate()
+	if _, err := New(Config{Home: dir, Identity: other, Host: h}); err == nil {
+		t.Fatal("a host with another key was accepted")
 	}
 }
