@@ -43,17 +43,62 @@ type SendRequest struct {
 	WaitMillis int `json:"wait_ms,omitempty"`
 }
 
-// Contact is a petname and the peer it names.
+// Contact is a petname and the peer it names, with what this node knows
+// of the contact's presence and what the contact may see of the user.
 type Contact struct {
-	Name string `json:"name"`
-	ID   string `json:"id"`
+	Name     string    `json:"name"`
+	ID       string    `json:"id"`
+	Presence *Presence `json:"presence,omitempty"`
+	Access   string    `json:"access,omitempty"` // "allowed", "denied", "blocked" or "" (the visibility mode decides)
 }
 
-// Event is one live event: a message arrived ("message") or an outgoing
-// message changed state ("state").
+// Presence is a peer's presence as this node sees it. Someone offline,
+// someone who hides from this node and someone never seen look the same.
+type Presence struct {
+	Peer    string   `json:"peer"`
+	Name    string   `json:"name,omitempty"`
+	Status  string   `json:"status"` // online, away, busy, offline
+	Note    string   `json:"note,omitempty"`
+	Addrs   []string `json:"addrs,omitempty"`
+	Seq     uint64   `json:"seq,omitempty"`
+	Updated string   `json:"updated,omitempty"` // RFC 3339: when this node got the record
+	Expires string   `json:"expires,omitempty"`
+	Source  string   `json:"source,omitempty"` // "dht" or "notify"
+}
+
+// MyStatus is the user's own presence.
+type MyStatus struct {
+	Status     string `json:"status"` // online, away, busy, invisible
+	Note       string `json:"note,omitempty"`
+	Visibility string `json:"visibility"` // everyone, contacts, allowlist
+	Seq        uint64 `json:"seq"`
+	Published  string `json:"published,omitempty"` // RFC 3339
+	Accepted   int    `json:"accepted"`            // DHT peers that stored the last record
+	Asked      int    `json:"asked"`               // DHT peers asked to
+	Watchers   int    `json:"watchers"`
+}
+
+// StatusRequest sets the user's status.
+type StatusRequest struct {
+	Status string `json:"status"`
+	Note   string `json:"note"`
+}
+
+// Request is a stranger who wrote to the user.
+type Request struct {
+	Peer     string `json:"peer"`
+	First    string `json:"first"`
+	Last     string `json:"last"`
+	Messages int    `json:"messages"`
+}
+
+// Event is one live event: a message arrived ("message"), an outgoing
+// message changed state ("state"), or a contact's presence changed
+// ("presence").
 type Event struct {
-	Type    string  `json:"type"`
-	Message Message `json:"message"`
+	Type     string    `json:"type"`
+	Message  *Message  `json:"message,omitempty"`
+	Presence *Presence `json:"presence,omitempty"`
 }
 
 // Error is the body of every failed request.
@@ -63,14 +108,33 @@ type Error struct {
 
 // Backend is what the server serves; the node implements it.
 type Backend interface {
+	Messaging
+	Buddies
 	Identity() Identity
+	Subscribe() (events <-chan Event, cancel func())
+}
+
+// Messaging is sending, history and the outbox.
+type Messaging interface {
 	Send(ctx context.Context, req SendRequest) (Message, error)
 	History(ctx context.Context, peer string, limit int) ([]Message, error)
 	Outbox(ctx context.Context) ([]Message, error)
+}
+
+// Buddies is the buddy list: contacts, presence, visibility and requests.
+type Buddies interface {
 	Contacts(ctx context.Context) ([]Contact, error)
 	AddContact(ctx context.Context, c Contact) (Contact, error)
 	RemoveContact(ctx context.Context, name string) error
-	Subscribe() (events <-chan Event, cancel func())
+	// SetAccess sets what a peer may see: "allow", "deny", or "default".
+	SetAccess(ctx context.Context, peer, access string) error
+	MyStatus(ctx context.Context) (MyStatus, error)
+	SetStatus(ctx context.Context, req StatusRequest) (MyStatus, error)
+	SetVisibility(ctx context.Context, mode string) (MyStatus, error)
+	Whois(ctx context.Context, peer string) (Presence, error)
+	Requests(ctx context.Context) ([]Request, error)
+	// AnswerRequest accepts (as a contact named name), denies or blocks.
+	AnswerRequest(ctx context.Context, peer, action, name string) error
 }
 
 // InputError is a request the user must correct; the server answers it

@@ -62,6 +62,13 @@ func NewServer(addr string, b Backend, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("POST /v1/contacts", s.postContact)
 	mux.HandleFunc("DELETE /v1/contacts/{name}", s.deleteContact)
 	mux.HandleFunc("GET /v1/events", s.getEvents)
+	mux.HandleFunc("POST /v1/contacts/{peer}/access", s.postAccess)
+	mux.HandleFunc("GET /v1/status", s.getStatus)
+	mux.HandleFunc("PUT /v1/status", s.putStatus)
+	mux.HandleFunc("PUT /v1/visibility", s.putVisibility)
+	mux.HandleFunc("GET /v1/whois/{peer}", s.getWhois)
+	mux.HandleFunc("GET /v1/requests", s.getRequests)
+	mux.HandleFunc("POST /v1/requests/{peer}", s.postRequest)
 	s.srv = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
@@ -225,6 +232,76 @@ func (s *Server) deleteContact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// answer writes v, or the error.
+func (s *Server) answer(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// decode reads a JSON body into v, answering 400 itself when it cannot.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) postAccess(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Access string `json:"access"`
+	}
+	if decode(w, r, &req) {
+		s.answer(w, struct{}{}, s.backend.SetAccess(r.Context(), r.PathValue("peer"), req.Access))
+	}
+}
+
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.backend.MyStatus(r.Context())
+	s.answer(w, st, err)
+}
+
+func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
+	var req StatusRequest
+	if decode(w, r, &req) {
+		st, err := s.backend.SetStatus(r.Context(), req)
+		s.answer(w, st, err)
+	}
+}
+
+func (s *Server) putVisibility(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Mode string `json:"mode"`
+	}
+	if decode(w, r, &req) {
+		st, err := s.backend.SetVisibility(r.Context(), req.Mode)
+		s.answer(w, st, err)
+	}
+}
+
+func (s *Server) getWhois(w http.ResponseWriter, r *http.Request) {
+	p, err := s.backend.Whois(r.Context(), r.PathValue("peer"))
+	s.answer(w, p, err)
+}
+
+func (s *Server) getRequests(w http.ResponseWriter, r *http.Request) {
+	rs, err := s.backend.Requests(r.Context())
+	s.answer(w, rs, err)
+}
+
+func (s *Server) postRequest(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Action string `json:"action"`
+		Name   string `json:"name"`
+	}
+	if decode(w, r, &req) {
+		s.answer(w, struct{}{}, s.backend.AnswerRequest(r.Context(), r.PathValue("peer"), req.Action, req.Name))
+	}
 }
 
 // getEvents streams events as Server-Sent Events until the client leaves or

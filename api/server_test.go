@@ -32,7 +32,7 @@ func (f *fake) Send(_ context.Context, r api.SendRequest) (api.Message, error) {
 		return api.Message{}, errors.New("disk on fire")
 	}
 	m := api.Message{ID: "01", Peer: r.To, Direction: "out", Text: r.Text, State: "delivered"}
-	f.hub.Publish(api.Event{Type: "state", Message: m})
+	f.hub.Publish(api.Event{Type: "state", Message: &m})
 	return m, nil
 }
 func (f *fake) History(context.Context, string, int) ([]api.Message, error) { return nil, nil }
@@ -41,8 +41,19 @@ func (f *fake) Contacts(context.Context) ([]api.Contact, error)             { re
 func (f *fake) AddContact(_ context.Context, c api.Contact) (api.Contact, error) {
 	return c, nil
 }
-func (f *fake) RemoveContact(context.Context, string) error { return nil }
-func (f *fake) Subscribe() (<-chan api.Event, func())       { return f.hub.Subscribe() }
+func (f *fake) RemoveContact(context.Context, string) error     { return nil }
+func (f *fake) SetAccess(context.Context, string, string) error { return nil }
+func (f *fake) MyStatus(context.Context) (api.MyStatus, error)  { return api.MyStatus{}, nil }
+func (f *fake) SetStatus(context.Context, api.StatusRequest) (api.MyStatus, error) {
+	return api.MyStatus{}, nil
+}
+func (f *fake) SetVisibility(context.Context, string) (api.MyStatus, error) {
+	return api.MyStatus{}, nil
+}
+func (f *fake) Whois(context.Context, string) (api.Presence, error)         { return api.Presence{}, nil }
+func (f *fake) Requests(context.Context) ([]api.Request, error)             { return nil, nil }
+func (f *fake) AnswerRequest(context.Context, string, string, string) error { return nil }
+func (f *fake) Subscribe() (<-chan api.Event, func())                       { return f.hub.Subscribe() }
 
 func serve(t *testing.T) (*api.Server, string) {
 	t.Helper()
@@ -116,7 +127,7 @@ func TestEventsStream(t *testing.T) {
 		}
 		select {
 		case e := <-got:
-			if e.Type != "state" || e.Message.Text != "hi" {
+			if e.Type != "state" || e.Message == nil || e.Message.Text != "hi" {
 				t.Fatalf("event %+v", e)
 			}
 			// Closing the server ends the stream.

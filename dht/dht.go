@@ -1,15 +1,19 @@
 // Package dht builds Parley's private Kademlia DHT: kad-dht under the
 // /parley protocol prefix (so it never mixes with the public IPFS DHT),
-// Parley's record validators, and the bootstrap peers a node was given.
+// Parley's record validators (only the presence namespace is accepted), the
+// bootstrap peers a node was given, and a put that counts who stored a record.
 package dht
 
 import (
 	"fmt"
+	"time"
 
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parley-p2p/parley/presence"
 )
 
 // Prefix is the protocol prefix: the DHT speaks /parley/kad/1.0.0.
@@ -42,8 +46,8 @@ func ParseMode(s string) (Mode, error) {
 type Config struct {
 	Mode      Mode
 	Bootstrap []peer.AddrInfo
-	// Validators by namespace, e.g. "presence"; the presence service adds its own.
-	Validators map[string]record.Validator
+	// Now is the validators' clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // New builds the DHT on h. It starts serving at once if in server mode;
@@ -62,10 +66,7 @@ func New(h host.Host, cfg Config) (*kaddht.IpfsDHT, error) {
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 		kaddht.DisableProviders(),
 	}
-	nv := record.NamespacedValidator{}
-	for ns, v := range cfg.Validators {
-		nv[ns] = v
-	}
+	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now}}
 	opts = append(opts, kaddht.Validator(nv))
 	d, err := kaddht.New(h, opts...)
 	if err != nil {

@@ -11,11 +11,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-p2p/parley/api"
 	"github.com/parley-p2p/parley/identity"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/outbox"
+	"github.com/parley-p2p/parley/presence"
 	"github.com/parley-p2p/parley/seal"
 	"github.com/parley-p2p/parley/store"
 )
@@ -91,11 +93,20 @@ func (n *Node) History(_ context.Context, who string, limit int) ([]api.Message,
 	if err != nil {
 		return nil, err
 	}
-	ms, err := n.store.History(p, limit)
+	ms, err := n.store.History(p, 0)
 	if err != nil {
 		return nil, err
 	}
-	return n.views(ms), nil
+	texts := ms[:0] // control messages (presence keys) are not conversation
+	for _, m := range ms {
+		if pb.Kind(m.Kind) == pb.Kind_KIND_TEXT {
+			texts = append(texts, m)
+		}
+	}
+	if limit > 0 && len(texts) > limit {
+		texts = texts[len(texts)-limit:]
+	}
+	return n.views(texts), nil
 }
 
 // Outbox lists the messages not yet delivered.
@@ -107,15 +118,19 @@ func (n *Node) Outbox(context.Context) ([]api.Message, error) {
 	return n.views(ms), nil
 }
 
-// Contacts lists the contacts.
+// Contacts lists the contacts with their presence as last seen here (pushed
+// by NOTIFY or fetched from the DHT) and what each may see of the user.
 func (n *Node) Contacts(context.Context) ([]api.Contact, error) {
 	cs, err := n.store.Contacts()
 	if err != nil {
 		return nil, err
 	}
+	pol := n.presence.Policy()
 	out := make([]api.Contact, len(cs))
 	for i, c := range cs {
-		out[i] = api.Contact{Name: c.Name, ID: c.ID.String()}
+		v, _ := n.presence.Cached(c.ID)
+		pv := presenceView(v, c.Name)
+		out[i] = api.Contact{Name: c.Name, ID: c.ID.String(), Presence: &pv, Access: access(pol, c.ID)}
 	}
 	return out, nil
 }
@@ -138,6 +153,13 @@ func (n *Node) AddContact(_ context.Context, c api.Contact) (api.Contact, error)
 		}
 		return api.Contact{}, err
 	}
+	if err := n.store.DropRequest(p); err != nil {
+		return api.Contact{}, err
+	}
+	if err := n.presence.PolicyChanged(); err != nil {
+		return api.Contact{}, err
+	}
+	n.presence.Kick(p)
 	return api.Contact{Name: c.Name, ID: p.String()}, nil
 }
 
@@ -147,7 +169,10 @@ func (n *Node) RemoveContact(_ context.Context, name string) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return api.BadInput(fmt.Sprintf("no contact is named %q; see 'parley contacts list'", name))
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return n.presence.PolicyChanged() // a removed contact loses the presence key
 }
 
 // Subscribe streams live events.
@@ -169,18 +194,53 @@ func checkPetname(name string) error {
 	return nil
 }
 
+// onReceived handles a newly stored incoming message: a presence key is
+// handed to presence; a text from a stranger opens a contact request.
 func (n *Node) onReceived(m *store.Message) {
-	if n.events.Watched() {
-		n.events.Publish(api.Event{Type: "message", Message: n.view(m)})
+	switch pb.Kind(m.Kind) {
+	case pb.Kind_KIND_PRESENCE_KEY:
+		var k pb.PresenceKey
+		if err := proto.Unmarshal(m.Body, &k); err != nil {
+			n.log.Warn("node: malformed presence key", "peer", m.Peer, "err", err)
+			return
+		}
+		if err := n.presence.AcceptKey(m.Peer, presence.PresenceKey{ID: k.KeyId, Key: k.Key}); err != nil {
+			n.log.Warn("node: presence key refused", "peer", m.Peer, "err", err)
+		}
+		return
+	case pb.Kind_KIND_TEXT:
+	default:
+		return
 	}
+	if !n.presence.Policy().Contacts[m.Peer] {
+		if err := n.store.NoteRequest(m.Peer, m.At); err != nil {
+			n.log.Error("node: cannot record contact request", "peer", m.Peer, "err", err)
+		}
+	}
+	if n.events.Watched() {
+		v := n.view(m)
+		n.events.Publish(api.Event{Type: "message", Message: &v})
+	}
+}
+
+// sendPresenceKey queues the user's presence key for a contact, through
+// the outbox: durable, sealed end to end, retried until delivered.
+func (n *Node) sendPresenceKey(to peer.ID, key presence.PresenceKey) error {
+	body, err := proto.Marshal(&pb.PresenceKey{KeyId: key.ID, Key: key.Key})
+	if err != nil {
+		return err
+	}
+	_, err = n.outbox.Queue(to, pb.Kind_KIND_PRESENCE_KEY, body)
+	return err
 }
 
 func (n *Node) onState(u store.Update) {
 	if !n.events.Watched() {
 		return
 	}
-	if m, err := n.store.Get(u.Peer, u.ID, true); err == nil {
-		n.events.Publish(api.Event{Type: "state", Message: n.view(m)})
+	if m, err := n.store.Get(u.Peer, u.ID, true); err == nil && pb.Kind(m.Kind) == pb.Kind_KIND_TEXT {
+		v := n.view(m)
+		n.events.Publish(api.Event{Type: "state", Message: &v})
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/parley-p2p/parley/direct"
 	"github.com/parley-p2p/parley/identity"
 	"github.com/parley-p2p/parley/outbox"
+	"github.com/parley-p2p/parley/presence"
 	"github.com/parley-p2p/parley/seal"
 	"github.com/parley-p2p/parley/store"
 )
@@ -64,7 +65,10 @@ type Config struct {
 	SendWait time.Duration
 	// Outbox tunes retries.
 	Outbox outbox.Config
-	Logger *slog.Logger
+	// Presence tunes record lifetimes and subscriptions; its Identity,
+	// Host, DHT, Store, SendKey and OnChange are set by the node.
+	Presence presence.Config
+	Logger   *slog.Logger
 }
 
 // Node is one running Parley node.
@@ -75,13 +79,15 @@ type Node struct {
 	log       *slog.Logger
 	events    *api.Hub
 
-	host    host.Host
-	ownHost bool
-	dht     *kaddht.IpfsDHT
-	store   *store.Store
-	direct  *direct.Service
-	outbox  *outbox.Outbox
-	cancel  context.CancelFunc
+	host     host.Host
+	ownHost  bool
+	dht      *kaddht.IpfsDHT
+	store    *store.Store
+	direct   *direct.Service
+	outbox   *outbox.Outbox
+	presence *presence.Service
+	gater    gater
+	cancel   context.CancelFunc
 
 	notifiee network.Notifiee
 }
@@ -179,6 +185,17 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ocfg.Logger = n.log
 	ocfg.OnState = n.onState
 	n.outbox = outbox.New(n.id.ID(), n.store, n.direct, ocfg)
+	pcfg := n.cfg.Presence
+	pcfg.Identity, pcfg.Host, pcfg.Store, pcfg.Logger = n.id, n.host, n.store, n.log
+	pcfg.DHT = dht.NewRecords(n.host, n.dht)
+	pcfg.SendKey = n.sendPresenceKey
+	pcfg.OnChange = n.onPresence
+	if n.presence, err = presence.New(pcfg); err != nil {
+		return err
+	}
+	refuses, blocks := n.presence.Refuses, n.presence.Blocked
+	n.gater.refuses.Store(&refuses)
+	n.gater.blocks.Store(&blocks)
 	if err := n.direct.Start(ctx); err != nil {
 		return err
 	}
@@ -186,12 +203,17 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	// A peer that connects is online: deliver what waits for it now
-	// rather than when its backoff runs out.
+	// rather than when its backoff runs out, and watch its presence.
 	n.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		n.outbox.Wake(c.RemotePeer())
+		n.presence.Kick(c.RemotePeer())
 	}}
 	n.host.Network().Notify(n.notifiee)
-	return n.joinSwarm(ctx)
+	if err := n.joinSwarm(ctx); err != nil {
+		return err
+	}
+	// Publish only once in the swarm, so the first record reaches peers.
+	return n.presence.Start(ctx)
 }
 
 // joinSwarm connects to the bootstrap peers; at least one must answer.
@@ -238,6 +260,7 @@ func (n *Node) buildHost() (host.Host, error) {
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(&n.gater),
 		libp2p.ResourceManager(rm),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
@@ -261,6 +284,12 @@ func Limits() rcmgr.ConcreteLimitConfig {
 	cfg.AddProtocolPeerLimit(direct.ID,
 		rcmgr.BaseLimit{Streams: 8, StreamsInbound: 4, StreamsOutbound: 4, Memory: 4 << 20},
 		rcmgr.BaseLimitIncrease{})
+	cfg.AddProtocolLimit(presence.ProtocolID,
+		rcmgr.BaseLimit{Streams: 256, StreamsInbound: 128, StreamsOutbound: 128, Memory: 16 << 20},
+		rcmgr.BaseLimitIncrease{Streams: 128, StreamsInbound: 64, StreamsOutbound: 64, Memory: 8 << 20})
+	cfg.AddProtocolPeerLimit(presence.ProtocolID,
+		rcmgr.BaseLimit{Streams: 4, StreamsInbound: 2, StreamsOutbound: 2, Memory: 1 << 20},
+		rcmgr.BaseLimitIncrease{})
 	return cfg.AutoScale()
 }
 
@@ -270,6 +299,10 @@ func (n *Node) Close() error {
 		n.cancel()
 	}
 	var errs []error
+	if n.presence != nil {
+		// First, while the host and DHT still run: publish offline.
+		errs = append(errs, n.presence.Close())
+	}
 	if n.notifiee != nil {
 		n.host.Network().StopNotify(n.notifiee)
 		n.notifiee = nil
@@ -289,7 +322,7 @@ func (n *Node) Close() error {
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
 	}
-	n.outbox, n.direct, n.dht, n.host, n.store = nil, nil, nil, nil, nil
+	n.presence, n.outbox, n.direct, n.dht, n.host, n.store = nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

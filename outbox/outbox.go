@@ -113,10 +113,20 @@ func (o *Outbox) Close() error {
 	return nil
 }
 
-// Send persists a new text message to p, then waits until it is delivered
-// or fails, or until ctx ends, and returns the message in the state it
-// reached. A message still queued when ctx ends stays in the outbox.
-func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte) (*store.Message, error) {
+// Queue persists a new message to p and schedules it, without waiting.
+func (o *Outbox) Queue(to peer.ID, kind pb.Kind, body []byte) (*store.Message, error) {
+	m, err := o.queue(to, kind, body, nil)
+	if err != nil {
+		return nil, err
+	}
+	o.poke()
+	return m, nil
+}
+
+// queue persists a message and schedules it; woken, if not nil, is closed
+// once the message is delivered or fails. It is registered together with
+// the scheduling, so no outcome can be missed.
+func (o *Outbox) queue(to peer.ID, kind pb.Kind, body []byte, woken chan struct{}) (*store.Message, error) {
 	if len(body) == 0 {
 		return nil, ErrEmpty
 	}
@@ -131,12 +141,25 @@ func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte
 	if err := o.store.Queue(m); err != nil {
 		return nil, err
 	}
-	woken := make(chan struct{})
 	o.mu.Lock()
-	o.waiters[string(m.ID)] = append(o.waiters[string(m.ID)], woken)
+	if woken != nil {
+		o.waiters[string(m.ID)] = append(o.waiters[string(m.ID)], woken)
+	}
 	o.sched.add(m, now)
 	o.mu.Unlock()
 	o.cfg.OnState(store.Update{Peer: to, ID: m.ID, State: store.Queued})
+	return m, nil
+}
+
+// Send persists a new text message to p, then waits until it is delivered
+// or fails, or until ctx ends, and returns the message in the state it
+// reached. A message still queued when ctx ends stays in the outbox.
+func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte) (*store.Message, error) {
+	woken := make(chan struct{})
+	m, err := o.queue(to, kind, body, woken)
+	if err != nil {
+		return nil, err
+	}
 	o.poke()
 	select {
 	case <-woken:

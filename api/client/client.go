@@ -160,3 +160,43 @@ func (c *Client) Events(ctx context.Context, fn func(api.Event)) error {
 	}
 	return sc.Err()
 }
+
+// SetAccess sets what a peer may see of the user: "allow", "deny" or "default".
+func (c *Client) SetAccess(ctx context.Context, peer, access string) error {
+	return c.do(ctx, http.MethodPost, "/v1/contacts/"+url.PathEscape(peer)+"/access", map[string]string{"access": access}, nil)
+}
+
+// MyStatus returns the user's own status.
+func (c *Client) MyStatus(ctx context.Context) (api.MyStatus, error) {
+	var st api.MyStatus
+	return st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+}
+
+// SetStatus sets the user's status and note.
+func (c *Client) SetStatus(ctx context.Context, req api.StatusRequest) (api.MyStatus, error) {
+	var st api.MyStatus
+	return st, c.do(ctx, http.MethodPut, "/v1/status", req, &st)
+}
+
+// SetVisibility sets who may see the user.
+func (c *Client) SetVisibility(ctx context.Context, mode string) (api.MyStatus, error) {
+	var st api.MyStatus
+	return st, c.do(ctx, http.MethodPut, "/v1/visibility", map[string]string{"mode": mode}, &st)
+}
+
+// Whois resolves a peer's presence.
+func (c *Client) Whois(ctx context.Context, peer string) (api.Presence, error) {
+	var p api.Presence
+	return p, c.do(ctx, http.MethodGet, "/v1/whois/"+url.PathEscape(peer), nil, &p)
+}
+
+// Requests lists contact requests.
+func (c *Client) Requests(ctx context.Context) ([]api.Request, error) {
+	var rs []api.Request
+	return rs, c.do(ctx, http.MethodGet, "/v1/requests", nil, &rs)
+}
+
+// AnswerRequest accepts, denies or blocks a contact request.
+func (c *Client) AnswerRequest(ctx context.Context, peer, action, name string) error {
+	return c.do(ctx, http.MethodPost, "/v1/requests/"+url.PathEscape(peer), map[string]string{"action": action, "name": name}, nil)
+}

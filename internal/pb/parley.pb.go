@@ -31,6 +31,8 @@ const (
 	Kind_KIND_UNSPECIFIED Kind = 0
 	// KIND_TEXT: body is UTF-8 text typed by the user.
 	Kind_KIND_TEXT Kind = 1
+	// KIND_PRESENCE_KEY: body is a PresenceKey; a control message, not shown.
+	Kind_KIND_PRESENCE_KEY Kind = 2
 )
 
 // Enum value maps for Kind.
@@ -38,10 +40,12 @@ var (
 	Kind_name = map[int32]string{
 		0: "KIND_UNSPECIFIED",
 		1: "KIND_TEXT",
+		2: "KIND_PRESENCE_KEY",
 	}
 	Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED": 0,
-		"KIND_TEXT":        1,
+		"KIND_UNSPECIFIED":  0,
+		"KIND_TEXT":         1,
+		"KIND_PRESENCE_KEY": 2,
 	}
 )
 
@@ -377,10 +381,11 @@ const file_parley_proto_rawDesc = "" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n" +
 	"\x02OK\x10\x01\x12\f\n" +
-	"\bREJECTED\x10\x02*+\n" +
+	"\bREJECTED\x10\x02*B\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
-	"\tKIND_TEXT\x10\x01B*Z(github.com/parley-p2p/parley/internal/pbb\x06proto3"
+	"\tKIND_TEXT\x10\x01\x12\x15\n" +
+	"\x11KIND_PRESENCE_KEY\x10\x02B*Z(github.com/parley-p2p/parley/internal/pbb\x06proto3"
 
 var (
 	file_parley_proto_rawDescOnce sync.Once

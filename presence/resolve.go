@@ -1,0 +1,141 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/routing"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// View is a contact's presence as this node sees it. A contact whose record
+// is missing, expired, or sealed with a key this node lacks is Offline:
+// the three look the same on purpose.
+type View struct {
+	Peer    peer.ID
+	Status  Status
+	Note    string
+	Addrs   []ma.Multiaddr
+	Seq     uint64
+	Updated time.Time // when this node got the record
+	Expires time.Time
+	Source  string // "dht", "notify", or "" when no record was found
+}
+
+// cached is a contact's last verified record.
+type cached struct {
+	raw     []byte
+	seq     uint64
+	view    View
+	fetched time.Time
+	source  string
+}
+
+// unwatchedFresh is how long a record fetched from the DHT is trusted for a
+// peer whose changes are not pushed to us.
+const unwatchedFresh = 30 * time.Second
+
+// Resolve returns p's presence: from the cache while it is fresh (pushed
+// records stay fresh until they expire), otherwise from the DHT.
+func (s *Service) Resolve(ctx context.Context, p peer.ID) (View, error) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	c := s.cache[p]
+	_, watched := s.subs[p]
+	s.mu.Unlock()
+	if c != nil && now.Before(c.view.Expires) && (watched || now.Sub(c.fetched) < unwatchedFresh) {
+		return c.view, nil
+	}
+	return s.lookup(ctx, p)
+}
+
+// lookup fetches p's record from the DHT, whose validator has already
+// checked it; it is checked again here before it is believed.
+func (s *Service) lookup(ctx context.Context, p peer.ID) (View, error) {
+	raw, err := s.cfg.DHT.GetValue(ctx, Key(p))
+	if errors.Is(err, routing.ErrNotFound) {
+		s.forget(p)
+		return View{Peer: p, Status: Offline}, nil
+	}
+	if err != nil {
+		return View{Peer: p, Status: Offline}, fmt.Errorf("presence: look up %s: %w", p, err)
+	}
+	v, err := s.learn(p, raw, "dht")
+	if errors.Is(err, ErrExpired) {
+		return View{Peer: p, Status: Offline}, nil
+	}
+	return v, err
+}
+
+// learn verifies a record of p's (from the DHT or a NOTIFY), keeps it if it
+// is newer than what we had, and returns the view it gives.
+func (s *Service) learn(p peer.ID, raw []byte, source string) (View, error) {
+	now := s.cfg.Now()
+	rec, err := Parse(raw)
+	if err != nil {
+		return View{Peer: p, Status: Offline}, err
+	}
+	if err := Verify(Key(p), rec, now); err != nil {
+		return View{Peer: p, Status: Offline}, err
+	}
+	v := View{Peer: p, Status: Offline, Seq: rec.Seq, Updated: now, Expires: time.UnixMilli(rec.ExpiresAt), Source: source}
+	body, err := OpenBody(rec, s.peerKey(p))
+	switch {
+	case errors.Is(err, ErrNoKey):
+		// Hidden from us: shown exactly as an offline user.
+	case err != nil:
+		return View{Peer: p, Status: Offline}, err
+	default:
+		v.Status, v.Note = statusOf(body.Status), body.Note
+		for _, b := range body.Addrs {
+			if a, err := ma.NewMultiaddrBytes(b); err == nil {
+				v.Addrs = append(v.Addrs, a)
+			}
+		}
+		if v.Status == Offline {
+			v.Addrs = nil
+		}
+	}
+	s.mu.Lock()
+	old := s.cache[p]
+	if old != nil && old.seq > rec.Seq {
+		s.mu.Unlock()
+		return old.view, nil // a rollback: keep the newer record
+	}
+	changed := old == nil || old.view.Status != v.Status || old.view.Note != v.Note
+	s.cache[p] = &cached{raw: raw, seq: rec.Seq, view: v, fetched: now, source: source}
+	s.mu.Unlock()
+	if len(v.Addrs) > 0 {
+		// Direct delivery dials these without a DHT lookup.
+		s.cfg.Host.Peerstore().AddAddrs(p, v.Addrs, peerstore.RecentlyConnectedAddrTTL)
+	}
+	if changed {
+		s.cfg.OnChange(v)
+	}
+	return v, nil
+}
+
+func (s *Service) forget(p peer.ID) {
+	s.mu.Lock()
+	c := s.cache[p]
+	delete(s.cache, p)
+	s.mu.Unlock()
+	if c != nil && c.view.Status != Offline {
+		s.cfg.OnChange(View{Peer: p, Status: Offline})
+	}
+}
+
+// Cached returns what this node last knew of p without asking anyone.
+func (s *Service) Cached(p peer.ID) (View, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.cache[p]
+	if c == nil || s.cfg.Now().After(c.view.Expires) {
+		return View{Peer: p, Status: Offline}, false
+	}
+	return c.view, true
+}

@@ -1,0 +1,417 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parley-p2p/parley/identity"
+	"github.com/parley-p2p/parley/internal/pb"
+	"github.com/parley-p2p/parley/store"
+)
+
+// Status is what the user chose to show. Invisible shows as offline to
+// everyone while the node keeps working.
+type Status string
+
+// The statuses a user can set.
+const (
+	Online    Status = "online"
+	Away      Status = "away"
+	Busy      Status = "busy"
+	Invisible Status = "invisible"
+	Offline   Status = "offline" // what others see of an absent or hidden user
+)
+
+// ParseStatus checks a status given by the user.
+func ParseStatus(s string) (Status, error) {
+	switch st := Status(s); st {
+	case Online, Away, Busy, Invisible:
+		return st, nil
+	}
+	return "", fmt.Errorf("unknown status %q: use online, away, busy or invisible", s)
+}
+
+func (s Status) wire() pb.Status {
+	switch s {
+	case Online:
+		return pb.Status_ONLINE
+	case Away:
+		return pb.Status_AWAY
+	case Busy:
+		return pb.Status_BUSY
+	}
+	return pb.Status_OFFLINE
+}
+
+func statusOf(w pb.Status) Status {
+	switch w {
+	case pb.Status_ONLINE:
+		return Online
+	case pb.Status_AWAY:
+		return Away
+	case pb.Status_BUSY:
+		return Busy
+	}
+	return Offline
+}
+
+// Lists of peers kept in the store.
+const (
+	ListAllow = "allow"
+	ListDeny  = "deny"
+	ListBlock = "block"
+)
+
+// Settings in the store.
+const (
+	settingStatus     = "presence/status"
+	settingVisibility = "presence/visibility"
+	settingKey        = "presence/key"
+	settingHolders    = "presence/holders"
+	settingSeq        = "presence/seq"
+	settingPeerKey    = "presence/peerkey/"
+)
+
+// DHT is what the service needs of the DHT.
+type DHT interface {
+	Put(ctx context.Context, key string, value []byte) (accepted, asked int, err error)
+	GetValue(ctx context.Context, key string) ([]byte, error)
+}
+
+// Config says how to build the service. Zero durations take the defaults.
+type Config struct {
+	Identity *identity.Identity
+	Host     host.Host
+	DHT      DHT
+	Store    *store.Store
+	// SendKey queues a presence key for a contact, durably, end to end
+	// encrypted (the node routes it through the outbox).
+	SendKey func(to peer.ID, key PresenceKey) error
+	// OnChange is told every time a contact's presence as seen here
+	// changes. It must not block.
+	OnChange func(View)
+
+	Lifetime     time.Duration // a record's lifetime; default 30 min
+	Republish    time.Duration // republish interval; default 10 min
+	Retry        time.Duration // republish when too few peers stored it; default 30 s
+	SubscribeTTL time.Duration // SUBSCRIBE lifetime, renewed at half; default 10 min
+	MinAccepted  int           // peers that must store a record; default 3 (fewer if fewer exist)
+	MaxWatchers  int           // bound on the watcher table; default 1024
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Service is one node's presence: its own record and its view of contacts.
+type Service struct {
+	cfg  Config
+	self peer.ID
+
+	policy atomic.Pointer[Policy]
+
+	mu       sync.Mutex
+	status   Status
+	note     string
+	key      *PresenceKey        // current key, when records are sealed
+	current  []byte              // the record last published
+	seq      uint64              // its seq
+	stats    PublishStats        // how the last publication went
+	cache    map[peer.ID]*cached // contacts' records as seen here
+	watchers map[peer.ID]time.Time
+	subs     map[peer.ID]time.Time // our subscriptions and when they lapse
+
+	changed chan struct{} // asks the publisher to publish now
+	kick    chan peer.ID  // asks the watcher loop to subscribe to a peer
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closed  bool
+}
+
+// PublishStats says how the last publication went.
+type PublishStats struct {
+	Seq      uint64    `json:"seq"`
+	At       time.Time `json:"at"`
+	Accepted int       `json:"accepted"`
+	Asked    int       `json:"asked"`
+}
+
+// New builds the service from its stored state; Start runs it.
+func New(cfg Config) (*Service, error) {
+	if cfg.Lifetime == 0 {
+		cfg.Lifetime = 30 * time.Minute
+	}
+	if cfg.Republish == 0 {
+		cfg.Republish = 10 * time.Minute
+	}
+	if cfg.Retry == 0 {
+		cfg.Retry = 30 * time.Second
+	}
+	if cfg.SubscribeTTL == 0 {
+		cfg.SubscribeTTL = 10 * time.Minute
+	}
+	if cfg.MinAccepted == 0 {
+		cfg.MinAccepted = 3
+	}
+	if cfg.MaxWatchers == 0 {
+		cfg.MaxWatchers = 1024
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OnChange == nil {
+		cfg.OnChange = func(View) {}
+	}
+	if cfg.SendKey == nil {
+		cfg.SendKey = func(peer.ID, PresenceKey) error { return errors.New("presence: no way to send keys") }
+	}
+	s := &Service{
+		cfg: cfg, self: cfg.Identity.ID(), status: Online,
+		cache: map[peer.ID]*cached{}, watchers: map[peer.ID]time.Time{}, subs: map[peer.ID]time.Time{},
+		changed: make(chan struct{}, 1), kick: make(chan peer.ID, 64),
+	}
+	var saved struct {
+		Status Status `json:"status"`
+		Note   string `json:"note"`
+	}
+	if ok, err := cfg.Store.Setting(settingStatus, &saved); err != nil {
+		return nil, err
+	} else if ok {
+		s.status, s.note = saved.Status, saved.Note
+	}
+	if _, err := cfg.Store.Setting(settingSeq, &s.seq); err != nil {
+		return nil, err
+	}
+	var key PresenceKey
+	if ok, err := cfg.Store.Setting(settingKey, &key); err != nil {
+		return nil, err
+	} else if ok && key.Valid() {
+		s.key = &key
+	}
+	if err := s.reloadPolicy(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start registers the watch protocol and starts publishing and watching.
+func (s *Service) Start(ctx context.Context) error {
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.cfg.Host.SetStreamHandler(ProtocolID, s.handle)
+	if err := s.syncKeys(); err != nil {
+		s.cfg.Logger.Warn("presence: cannot share keys", "err", err)
+	}
+	s.wg.Add(2)
+	go s.publishLoop(ctx)
+	go s.watchLoop(ctx)
+	return nil
+}
+
+// Close publishes the user as offline, tells the watchers, and stops.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.closed || s.cancel == nil {
+		s.closed = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.cfg.Host.RemoveStreamHandler(ProtocolID)
+	s.cancel()
+	s.wg.Wait()
+	// Best effort, and brief: shutting down must not hang on peers that
+	// left before us. Alone, there is nobody to tell.
+	if len(s.cfg.Host.Network().Peers()) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.publish(ctx, true); err != nil {
+		s.cfg.Logger.Debug("presence: could not publish offline", "err", err)
+	}
+	return nil
+}
+
+// Status is the user's own status and note.
+func (s *Service) Status() (Status, string, PublishStats) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status, s.note, s.stats
+}
+
+// SetStatus changes the user's status and note, and publishes at once.
+func (s *Service) SetStatus(st Status, note string) error {
+	if len(note) > 256 {
+		return fmt.Errorf("the note is %d bytes; the limit is 256", len(note))
+	}
+	err := s.cfg.Store.PutSetting(settingStatus, struct {
+		Status Status `json:"status"`
+		Note   string `json:"note"`
+	}{st, note})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.status, s.note = st, note
+	s.mu.Unlock()
+	s.republishNow()
+	return nil
+}
+
+// Visibility is the user's visibility mode.
+func (s *Service) Visibility() Visibility { return s.policy.Load().Mode }
+
+// SetVisibility changes who may see the user, rotating or sharing the
+// presence key as needed, and publishes at once.
+func (s *Service) SetVisibility(v Visibility) error {
+	if err := s.cfg.Store.PutSetting(settingVisibility, v); err != nil {
+		return err
+	}
+	return s.PolicyChanged()
+}
+
+// PolicyChanged reloads contacts and lists from the store, shares or
+// rotates the key, and republishes. Call it after any change to contacts,
+// allow, deny or block lists.
+func (s *Service) PolicyChanged() error {
+	if err := s.reloadPolicy(); err != nil {
+		return err
+	}
+	if err := s.syncKeys(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	p := s.policy.Load()
+	for w := range s.watchers {
+		if !p.MaySee(w) {
+			delete(s.watchers, w)
+		}
+	}
+	s.mu.Unlock()
+	s.republishNow()
+	return nil
+}
+
+// Refuses reports whether connections from p must be refused.
+func (s *Service) Refuses(p peer.ID) bool { return s.policy.Load().Refused(p) }
+
+// Blocked reports whether p is blocked.
+func (s *Service) Blocked(p peer.ID) bool { return s.policy.Load().Blocked[p] }
+
+// Policy is the current visibility policy.
+func (s *Service) Policy() Policy { return *s.policy.Load() }
+
+func (s *Service) reloadPolicy() error {
+	p := Policy{Mode: Contacts}
+	var mode Visibility
+	if ok, err := s.cfg.Store.Setting(settingVisibility, &mode); err != nil {
+		return err
+	} else if ok {
+		p.Mode = mode
+	}
+	cs, err := s.cfg.Store.Contacts()
+	if err != nil {
+		return err
+	}
+	p.Contacts = map[peer.ID]bool{}
+	for _, c := range cs {
+		p.Contacts[c.ID] = true
+	}
+	if p.Allowed, err = s.cfg.Store.Marked(ListAllow); err != nil {
+		return err
+	}
+	if p.Denied, err = s.cfg.Store.Marked(ListDeny); err != nil {
+		return err
+	}
+	if p.Blocked, err = s.cfg.Store.Marked(ListBlock); err != nil {
+		return err
+	}
+	s.policy.Store(&p)
+	return nil
+}
+
+// syncKeys makes sure exactly the contacts who may see the user hold the
+// current presence key: a new key when someone lost access, the current
+// one for newcomers.
+func (s *Service) syncKeys() error {
+	p := s.policy.Load()
+	if !p.Sealed() {
+		return nil
+	}
+	var saved []string // peer IDs in text: JSON map keys would not round-trip
+	if _, err := s.cfg.Store.Setting(settingHolders, &saved); err != nil {
+		return err
+	}
+	had := map[peer.ID]bool{}
+	for _, h := range saved {
+		if id, err := peer.Decode(h); err == nil {
+			had[id] = true
+		}
+	}
+	want := p.KeyHolders()
+	plan := PlanKeys(had, want)
+	s.mu.Lock()
+	if s.key == nil || plan.Rotate {
+		k := NewPresenceKey()
+		s.key = &k
+		plan = PlanKeys(nil, want) // everyone gets the new key
+	}
+	key := *s.key
+	s.mu.Unlock()
+	if err := s.cfg.Store.PutSetting(settingKey, key); err != nil {
+		return err
+	}
+	for _, to := range plan.SendTo {
+		if err := s.cfg.SendKey(to, key); err != nil {
+			return fmt.Errorf("presence: send key to %s: %w", to, err)
+		}
+	}
+	saved = saved[:0]
+	for h := range want {
+		saved = append(saved, h.String())
+	}
+	return s.cfg.Store.PutSetting(settingHolders, saved)
+}
+
+// AcceptKey stores the presence key a contact sent, and re-reads that
+// contact's cached record with it.
+func (s *Service) AcceptKey(from peer.ID, key PresenceKey) error {
+	if !key.Valid() {
+		return fmt.Errorf("presence: malformed key from %s", from)
+	}
+	if err := s.cfg.Store.PutSetting(settingPeerKey+string(from), key); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	c := s.cache[from]
+	s.mu.Unlock()
+	if c != nil {
+		s.learn(from, c.raw, c.source)
+	}
+	return nil
+}
+
+func (s *Service) peerKey(p peer.ID) *PresenceKey {
+	var k PresenceKey
+	if ok, err := s.cfg.Store.Setting(settingPeerKey+string(p), &k); err != nil || !ok || !k.Valid() {
+		return nil
+	}
+	return &k
+}
+
+func (s *Service) republishNow() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}

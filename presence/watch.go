@@ -1,0 +1,250 @@
+package presence
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-msgio/pbio"
+
+	"github.com/parley-p2p/parley/internal/pb"
+)
+
+// ProtocolID is the SUBSCRIBE/NOTIFY protocol.
+const ProtocolID protocol.ID = "/parley/presence/1.0.0"
+
+const (
+	// MaxFrame bounds one frame of the watch protocol: a record and change.
+	MaxFrame = MaxRecordSize + 256
+	// MaxTTL bounds the subscription a watcher can ask for.
+	MaxTTL = time.Hour
+	// streamTimeout bounds one exchange.
+	streamTimeout = 10 * time.Second
+	// notifyParallel bounds the NOTIFYs in flight at once.
+	notifyParallel = 16
+)
+
+// handle serves one inbound stream: a SUBSCRIBE (answered with a NOTIFY of
+// the current record) or a NOTIFY pushed by a contact we watch.
+func (s *Service) handle(str network.Stream) {
+	defer str.Close()
+	remote := str.Conn().RemotePeer()
+	_ = str.SetDeadline(s.cfg.Now().Add(streamTimeout))
+	var f pb.PresenceFrame
+	if err := pbio.NewDelimitedReader(str, MaxFrame).ReadMsg(&f); err != nil {
+		s.cfg.Logger.Debug("presence: bad frame", "peer", remote, "err", err)
+		str.Reset()
+		return
+	}
+	switch fr := f.Frame.(type) {
+	case *pb.PresenceFrame_Subscribe:
+		granted := s.subscribed(remote, time.Duration(fr.Subscribe.TtlSeconds)*time.Second)
+		s.mu.Lock()
+		rec := s.current
+		s.mu.Unlock()
+		reply := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Notify{Notify: &pb.Notify{Record: rec, GrantedSeconds: uint32(granted / time.Second)}}}
+		if err := pbio.NewDelimitedWriter(str).WriteMsg(reply); err != nil {
+			str.Reset()
+		}
+	case *pb.PresenceFrame_Notify:
+		if !s.policy.Load().Contacts[remote] || len(fr.Notify.Record) == 0 {
+			return // only contacts' changes are kept: the cache stays bounded
+		}
+		if _, err := s.learn(remote, fr.Notify.Record, "notify"); err != nil {
+			s.cfg.Logger.Warn("presence: rejected NOTIFY", "peer", remote, "err", err)
+		}
+	default:
+		str.Reset()
+	}
+}
+
+// subscribed registers (or with ttl 0 removes) watcher p and returns the
+// lifetime granted: zero for a peer who may not see the user, or when the
+// table is full. One entry per peer, so repeating SUBSCRIBE costs nothing.
+func (s *Service) subscribed(p peer.ID, ttl time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ttl <= 0 || !s.policy.Load().MaySee(p) {
+		delete(s.watchers, p)
+		return 0
+	}
+	now := s.cfg.Now()
+	if _, ok := s.watchers[p]; !ok && len(s.watchers) >= s.cfg.MaxWatchers {
+		for w, until := range s.watchers { // make room from the lapsed
+			if now.After(until) {
+				delete(s.watchers, w)
+			}
+		}
+		if len(s.watchers) >= s.cfg.MaxWatchers {
+			return 0
+		}
+	}
+	ttl = min(ttl, MaxTTL)
+	s.watchers[p] = now.Add(ttl)
+	return ttl
+}
+
+// Watchers is the number of peers watching the user.
+func (s *Service) Watchers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.watchers)
+}
+
+// notifyWatchers pushes raw to every watcher still subscribed; a watcher
+// that cannot be reached is dropped (it subscribes again when it returns).
+func (s *Service) notifyWatchers(ctx context.Context, raw []byte) {
+	now := s.cfg.Now()
+	pol := s.policy.Load()
+	s.mu.Lock()
+	var targets []peer.ID
+	for w, until := range s.watchers {
+		if now.After(until) || !pol.MaySee(w) {
+			delete(s.watchers, w)
+			continue
+		}
+		targets = append(targets, w)
+	}
+	s.mu.Unlock()
+	sem := make(chan struct{}, notifyParallel)
+	var wg sync.WaitGroup
+	for _, w := range targets {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := s.push(ctx, w, raw); err != nil {
+				s.mu.Lock()
+				delete(s.watchers, w)
+				s.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Service) push(ctx context.Context, to peer.ID, raw []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	str, err := s.cfg.Host.NewStream(network.WithNoDial(ctx, "notify only connected watchers"), to, ProtocolID)
+	if err != nil {
+		return err
+	}
+	defer str.Close()
+	_ = str.SetDeadline(s.cfg.Now().Add(streamTimeout))
+	f := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Notify{Notify: &pb.Notify{Record: raw}}}
+	if err := pbio.NewDelimitedWriter(str).WriteMsg(f); err != nil {
+		str.Reset()
+		return err
+	}
+	return nil
+}
+
+// Subscribe asks p to push its changes to us, and takes the record p sends
+// back as the current one.
+func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	str, err := s.cfg.Host.NewStream(ctx, p, ProtocolID)
+	if err != nil {
+		return err
+	}
+	defer str.Close()
+	_ = str.SetDeadline(s.cfg.Now().Add(streamTimeout))
+	req := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Subscribe{Subscribe: &pb.Subscribe{TtlSeconds: uint32(s.cfg.SubscribeTTL / time.Second)}}}
+	if err := pbio.NewDelimitedWriter(str).WriteMsg(req); err != nil {
+		str.Reset()
+		return err
+	}
+	var f pb.PresenceFrame
+	if err := pbio.NewDelimitedReader(str, MaxFrame).ReadMsg(&f); err != nil {
+		str.Reset()
+		return err
+	}
+	n := f.GetNotify()
+	if n == nil {
+		str.Reset()
+		return errProtocol
+	}
+	if len(n.Record) > 0 {
+		if _, err := s.learn(p, n.Record, "notify"); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	if n.GrantedSeconds > 0 {
+		s.subs[p] = s.cfg.Now().Add(time.Duration(n.GrantedSeconds) * time.Second)
+	} else {
+		delete(s.subs, p)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Kick asks the watcher loop to subscribe to p now (it just connected).
+func (s *Service) Kick(p peer.ID) {
+	if !s.policy.Load().Contacts[p] {
+		return
+	}
+	select {
+	case s.kick <- p:
+	default:
+	}
+}
+
+// watchLoop keeps a subscription with every contact who is online: on
+// start, when one connects, and before each subscription lapses.
+func (s *Service) watchLoop(ctx context.Context) {
+	defer s.wg.Done()
+	tick := time.NewTicker(max(s.cfg.SubscribeTTL/4, time.Second))
+	defer tick.Stop()
+	s.watchAll(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-s.kick:
+			if err := s.Subscribe(ctx, p); err != nil {
+				s.cfg.Logger.Debug("presence: subscribe", "peer", p, "err", err)
+			}
+		case <-tick.C:
+			s.watchAll(ctx)
+		}
+	}
+}
+
+// watchAll resolves every contact whose subscription is missing or past
+// half its life, and subscribes to those online.
+func (s *Service) watchAll(ctx context.Context) {
+	now := s.cfg.Now()
+	half := s.cfg.SubscribeTTL / 2
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, notifyParallel)
+	for c := range s.policy.Load().Contacts {
+		s.mu.Lock()
+		until, ok := s.subs[c]
+		s.mu.Unlock()
+		if ok && until.Sub(now) > half {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			v, err := s.Resolve(ctx, c)
+			if err != nil || v.Status == Offline {
+				s.mu.Lock()
+				delete(s.subs, c)
+				s.mu.Unlock()
+				return
+			}
+			if err := s.Subscribe(ctx, c); err != nil {
+				s.cfg.Logger.Debug("presence: subscribe", "peer", c, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
