@@ -35,19 +35,16 @@ type cached struct {
 	source  string
 }
 
-// unwatchedFresh is how long a record fetched from the DHT is trusted for a
-// peer whose changes are not pushed to us.
-const unwatchedFresh = 30 * time.Second
-
-// Resolve returns p's presence: from the cache while it is fresh (pushed
-// records stay fresh until they expire), otherwise from the DHT.
+// Resolve returns p's presence: from the cache while p pushes its changes
+// to us (a live subscription) and the record has not expired, otherwise
+// fresh from the DHT.
 func (s *Service) Resolve(ctx context.Context, p peer.ID) (View, error) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	c := s.cache[p]
-	_, watched := s.subs[p]
+	until, watched := s.subs[p]
 	s.mu.Unlock()
-	if c != nil && now.Before(c.view.Expires) && (watched || now.Sub(c.fetched) < unwatchedFresh) {
+	if c != nil && watched && now.Before(until) && now.Before(c.view.Expires) {
 		return c.view, nil
 	}
 	return s.lookup(ctx, p)

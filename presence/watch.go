@@ -42,6 +42,15 @@ func (s *Service) handle(str network.Stream) {
 	switch fr := f.Frame.(type) {
 	case *pb.PresenceFrame_Subscribe:
 		granted := s.subscribed(remote, time.Duration(fr.Subscribe.TtlSeconds)*time.Second)
+		// A contact who subscribes is online: watch it back if we do not.
+		// Only when granted, so two peers hidden from each other do not
+		// bounce subscriptions back and forth.
+		s.mu.Lock()
+		_, watching := s.subs[remote]
+		s.mu.Unlock()
+		if granted > 0 && !watching {
+			s.Kick(remote)
+		}
 		s.mu.Lock()
 		rec := s.current
 		s.mu.Unlock()
@@ -184,7 +193,8 @@ func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 	return nil
 }
 
-// Kick asks the watcher loop to subscribe to p now (it just connected).
+// Kick asks the watcher loop to subscribe to p now (it just connected, or
+// subscribed to us).
 func (s *Service) Kick(p peer.ID) {
 	if !s.policy.Load().Contacts[p] {
 		return

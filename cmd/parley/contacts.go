@@ -44,6 +44,27 @@ func newContacts(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	for _, acc := range []struct{ name, short string }{
+		{"allow", "Let a contact see your presence (needed in allowlist mode; undoes deny)"},
+		{"deny", "Hide your presence from a peer: it sees you offline, whatever the mode"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   acc.name + " PEER",
+			Short: acc.short,
+			Args:  exactArgs(1, "contacts "+acc.name+" PEER"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := dial(g)
+				if err != nil {
+					return err
+				}
+				if err := c.SetAccess(cmd.Context(), args[0], acc.name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", pastTense[acc.name], args[0])
+				return nil
+			},
+		})
+	}
 	remove := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Forget a petname (the conversation's history stays)",
@@ -82,7 +103,11 @@ func listContacts(cmd *cobra.Command, g *globals) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, ct := range cs {
-		fmt.Fprintf(tw, "%s\t%s\n", ct.Name, ct.ID)
+		extra := ""
+		if ct.Access != "" {
+			extra = "(" + ct.Access + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ct.Name, describe(ct.Presence), ct.ID, extra)
 	}
 	return tw.Flush()
 }
