@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	kadpb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -50,9 +54,16 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DHT is kad-dht plus Parley's counting put (see Put).
+type DHT struct {
+	*kaddht.IpfsDHT
+	local *records.ValueStore // the same records kad-dht serves, for our own puts
+	pm    *kadpb.ProtocolMessenger
+}
+
 // New builds the DHT on h. It starts serving at once if in server mode;
 // Close stops it.
-func New(h host.Host, cfg Config) (*kaddht.IpfsDHT, error) {
+func New(h host.Host, cfg Config) (*DHT, error) {
 	mode := kaddht.ModeServer
 	switch cfg.Mode {
 	case Client:
@@ -67,10 +78,12 @@ func New(h host.Host, cfg Config) (*kaddht.IpfsDHT, error) {
 		kaddht.DisableProviders(),
 	}
 	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now}}
-	opts = append(opts, kaddht.Validator(nv))
+	values := dssync.MutexWrap(ds.NewMapDatastore())
+	opts = append(opts, kaddht.Validator(nv), kaddht.ValueDatastore(values))
 	d, err := kaddht.New(h, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
-	return d, nil
+	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
+	return &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm}, nil
 }

@@ -2,12 +2,14 @@ package dht
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	kadpb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
 	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -22,36 +24,28 @@ const (
 	putTimeout = 10 * time.Second
 )
 
-// Records stores records at the peers closest to their key, counting the
-// ones that accepted each, and fetches them. kad-dht's PutValue cannot be
-// used for storing: it returns nil even when no peer stored the value.
-type Records struct {
-	dht *kaddht.IpfsDHT
-	pm  *kadpb.ProtocolMessenger
-}
+// recordAge is how long a stored record is kept at most; presence records
+// expire well before (their validator enforces their own expiry).
+const recordAge = 36 * time.Hour
 
-// NewRecords returns Records that looks peers up in d and talks to them
-// through h.
-func NewRecords(h host.Host, d *kaddht.IpfsDHT) *Records {
-	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
-	return &Records{dht: d, pm: pm}
-}
-
-// GetValue fetches the best valid record under key (kad-dht validates and
-// selects among the answers).
-func (p *Records) GetValue(ctx context.Context, key string) ([]byte, error) {
-	return p.dht.GetValue(ctx, key)
-}
-
-// Put stores value under key at the closest peers found. It returns how
-// many accepted (a peer answers a PUT_VALUE by echoing the record only after
-// its validator passed and it stored it) and how many were asked.
-func (p *Records) Put(ctx context.Context, key string, value []byte) (accepted, asked int, err error) {
-	peers, err := p.dht.GetClosestPeers(ctx, key)
+// Put stores value under key here and at the closest peers found, and
+// returns how many of those peers accepted it (a peer answers a PUT_VALUE by
+// echoing the record only after its validator passed and it stored it) and
+// how many were asked. kad-dht's own PutValue cannot count: it returns nil
+// even when no peer stored the value.
+func (p *DHT) Put(ctx context.Context, key string, value []byte) (accepted, asked int, err error) {
+	rec := &recpb.Record{Key: []byte(key), Value: value, TimeReceived: time.Now().UTC().Format(time.RFC3339Nano)}
+	if p.Mode() == kaddht.ModeServer {
+		// We answer queries for records near us too; keep our own copy, so
+		// that it also refuses an older record of ours.
+		if err := p.local.Put(ctx, key, rec); err != nil && !errors.Is(err, records.ErrOldRecord) {
+			return 0, 0, fmt.Errorf("dht: store %q here: %w", key, err)
+		}
+	}
+	peers, err := p.GetClosestPeers(ctx, key)
 	if err != nil {
 		return 0, 0, fmt.Errorf("dht: find peers for %q: %w", key, err)
 	}
-	rec := &recpb.Record{Key: []byte(key), Value: value, TimeReceived: time.Now().UTC().Format(time.RFC3339Nano)}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, q := range peers {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -81,7 +80,7 @@ type Node struct {
 
 	host     host.Host
 	ownHost  bool
-	dht      *kaddht.IpfsDHT
+	dht      *dht.DHT
 	store    *store.Store
 	direct   *direct.Service
 	outbox   *outbox.Outbox
@@ -187,7 +186,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.outbox = outbox.New(n.id.ID(), n.store, n.direct, ocfg)
 	pcfg := n.cfg.Presence
 	pcfg.Identity, pcfg.Host, pcfg.Store, pcfg.Logger = n.id, n.host, n.store, n.log
-	pcfg.DHT = dht.NewRecords(n.host, n.dht)
+	pcfg.DHT = n.dht
 	pcfg.SendKey = n.sendPresenceKey
 	pcfg.OnChange = n.onPresence
 	if n.presence, err = presence.New(pcfg); err != nil {
@@ -204,10 +203,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	// A peer that connects is online: deliver what waits for it now
 	// rather than when its backoff runs out, and watch its presence.
-	n.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
-		n.outbox.Wake(c.RemotePeer())
-		n.presence.Kick(c.RemotePeer())
-	}}
+	n.notifiee = &network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			n.outbox.Wake(c.RemotePeer())
+			n.presence.Kick(c.RemotePeer())
+		},
+		// Without a connection a subscription pushes nothing: stop
+		// trusting it, so the next look goes to the DHT.
+		DisconnectedF: func(net network.Network, c network.Conn) {
+			if net.Connectedness(c.RemotePeer()) != network.Connected {
+				n.presence.Unwatch(c.RemotePeer())
+			}
+		},
+	}
 	n.host.Network().Notify(n.notifiee)
 	if err := n.joinSwarm(ctx); err != nil {
 		return err

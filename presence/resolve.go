@@ -126,13 +126,32 @@ func (s *Service) forget(p peer.ID) {
 	}
 }
 
-// Cached returns what this node last knew of p without asking anyone.
+// unwatchedFresh is how long a record is believed without a subscription
+// that would push its changes.
+const unwatchedFresh = 30 * time.Second
+
+// Cached returns what this node knows of p without asking anyone: the last
+// record while p pushes its changes to us, or while it is recent. Otherwise
+// p shows as offline.
 func (s *Service) Cached(p peer.ID) (View, bool) {
+	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.cache[p]
-	if c == nil || s.cfg.Now().After(c.view.Expires) {
+	if c == nil || now.After(c.view.Expires) {
 		return View{Peer: p, Status: Offline}, false
 	}
-	return c.view, true
+	until, watched := s.subs[p]
+	if (watched && now.Before(until)) || now.Sub(c.fetched) < unwatchedFresh {
+		return c.view, true
+	}
+	return View{Peer: p, Status: Offline}, false
+}
+
+// Unwatch forgets our subscription to p: its connection is gone, so its
+// changes no longer reach us (it may have stopped, or hidden from us).
+func (s *Service) Unwatch(p peer.ID) {
+	s.mu.Lock()
+	delete(s.subs, p)
+	s.mu.Unlock()
 }

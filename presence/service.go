@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
 
 	"github.com/parley-p2p/parley/identity"
 	"github.com/parley-p2p/parley/internal/pb"
@@ -83,7 +84,7 @@ const (
 // DHT is what the service needs of the DHT.
 type DHT interface {
 	Put(ctx context.Context, key string, value []byte) (accepted, asked int, err error)
-	GetValue(ctx context.Context, key string) ([]byte, error)
+	GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error)
 }
 
 // Config says how to build the service. Zero durations take the defaults.
@@ -414,4 +415,31 @@ func (s *Service) republishNow() {
 	case s.changed <- struct{}{}:
 	default:
 	}
+}
+
+// OwnKeyID is the id of the current presence key (nil when records are
+// plain and no key was made yet).
+func (s *Service) OwnKeyID() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.key == nil {
+		return nil
+	}
+	return s.key.ID
+}
+
+// KeyOf is the presence key p shared with us, if any.
+func (s *Service) KeyOf(p peer.ID) *PresenceKey { return s.peerKey(p) }
+
+// DHTValue fetches p's raw record from the DHT, unverified (for tools and
+// tests that inspect what an observer sees).
+func (s *Service) DHTValue(ctx context.Context, p peer.ID) ([]byte, error) {
+	return s.cfg.DHT.GetValue(ctx, Key(p))
+}
+
+// Current is the signed record last published (nil before the first).
+func (s *Service) Current() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
 }
