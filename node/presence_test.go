@@ -83,6 +83,17 @@ func setStatus(t *testing.T, n *Node, status, note string) {
 	}
 }
 
+// waitStored waits until a record of n's signed after since is stored in
+// the DHT: what a lookup finds from then on. (A record's seq is its signing
+// time in milliseconds.)
+func waitStored(t *testing.T, n *Node, since time.Time) {
+	t.Helper()
+	waitFor(t, "a newer record to be stored", func() bool {
+		st, _ := n.MyStatus(context.Background())
+		return st.Seq >= uint64(since.UnixMilli()) && st.Accepted > 0
+	})
+}
+
 // cached is what n holds of p's presence without asking the network.
 func cached(n, p *Node) presence.View {
 	v, _ := n.presence.Cached(p.ID())
@@ -225,8 +236,10 @@ func TestHiddenFromOne(t *testing.T) {
 	if err := oscar.SetAccess(ctx, "alex", "deny"); err != nil {
 		t.Fatal(err)
 	}
+	changed := time.Now()
 	setStatus(t, oscar, "online", "hi friends")
 	waitFor(t, "bob to see the new note", func() bool { return whois(t, bob, oscar).Note == "hi friends" })
+	waitStored(t, oscar, changed)
 	if p := whois(t, alex, oscar); p.Status != "offline" || p.Note != "" || len(p.Addrs) != 0 {
 		t.Fatalf("alex sees %+v, want exactly what an offline user shows", p)
 	}
@@ -256,7 +269,9 @@ func TestHiddenFromOne(t *testing.T) {
 	if after := oscar.presence.OwnKeyID(); string(after) == string(before) {
 		t.Fatal("revoking bob did not rotate the key")
 	}
+	changed = time.Now()
 	setStatus(t, oscar, "busy", "after rotation")
+	waitStored(t, oscar, changed)
 	waitFor(t, "carol to get the new key and see oscar", func() bool {
 		p := whois(t, carol, oscar)
 		return p.Status == "busy" && p.Note == "after rotation"

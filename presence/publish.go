@@ -10,8 +10,10 @@ import (
 	"github.com/parley-p2p/parley/internal/pb"
 )
 
-// publishLoop publishes on start, on every change, before the record
-// expires, and again soon when too few peers stored it.
+// publishLoop signs a new record on start, on every change and before the
+// last one expires, and pushes it to the watchers at once. Storing it in the
+// DHT takes lookups and round trips, so that runs beside it (storeLoop):
+// a watcher never waits for the DHT to hear of a change.
 func (s *Service) publishLoop(ctx context.Context) {
 	defer s.wg.Done()
 	timer := time.NewTimer(0)
@@ -23,15 +25,11 @@ func (s *Service) publishLoop(ctx context.Context) {
 		case <-timer.C:
 		case <-s.changed:
 		}
-		wait := s.cfg.Republish
-		if err := s.publish(ctx, false); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.cfg.Logger.Debug("presence: publish", "err", err)
-			wait = s.cfg.Retry
-		} else if st := s.lastStats(); st.Accepted < min(s.cfg.MinAccepted, st.Asked) || st.Asked == 0 {
-			wait = s.cfg.Retry
+		if _, raw, err := s.sign(false); err != nil {
+			s.cfg.Logger.Error("presence: cannot sign a record", "err", err)
+		} else {
+			s.notifyWatchers(ctx, raw)
+			s.toStore(raw)
 		}
 		if !timer.Stop() {
 			select {
@@ -39,34 +37,65 @@ func (s *Service) publishLoop(ctx context.Context) {
 			default:
 			}
 		}
-		timer.Reset(wait)
+		timer.Reset(s.cfg.Republish)
 	}
 }
 
-func (s *Service) lastStats() PublishStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+// toStore hands the newest record to storeLoop, replacing one not yet taken.
+func (s *Service) toStore(raw []byte) {
+	for {
+		select {
+		case s.pending <- raw:
+			return
+		default:
+		}
+		select {
+		case <-s.pending: // drop the stale one
+		default:
+		}
+	}
 }
 
-// publish signs a new record, pushes it to the watchers and stores it in
-// the DHT, counting the peers that accepted it. offline publishes the user
-// as offline (a clean shutdown).
-func (s *Service) publish(ctx context.Context, offline bool) error {
-	rec, raw, err := s.sign(offline)
+// storeLoop stores each new record in the DHT, and stores it again after a
+// pause while too few peers accepted it.
+func (s *Service) storeLoop(ctx context.Context) {
+	defer s.wg.Done()
+	var raw []byte
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case raw = <-s.pending:
+		case <-retry.C:
+		}
+		retry.Stop()
+		if !s.store(ctx, raw) && ctx.Err() == nil {
+			retry.Reset(s.cfg.Retry)
+		}
+	}
+}
+
+// store puts raw in the DHT and reports whether enough peers accepted it.
+func (s *Service) store(ctx context.Context, raw []byte) bool {
+	rec, err := Parse(raw)
 	if err != nil {
-		return err
+		return true
 	}
-	// Watchers first: they are the ones waiting for the change.
-	s.notifyWatchers(ctx, raw)
 	accepted, asked, err := s.cfg.DHT.Put(ctx, Key(s.self), raw)
 	if err != nil {
-		return err
+		s.cfg.Logger.Debug("presence: store record", "err", err)
+		return false
 	}
 	s.mu.Lock()
 	s.stats = PublishStats{Seq: rec.Seq, At: s.cfg.Now(), Accepted: accepted, Asked: asked}
 	s.mu.Unlock()
-	return nil
+	if err := s.cfg.Store.PutSetting(settingSeq, rec.Seq); err != nil {
+		s.cfg.Logger.Error("presence: cannot save seq", "err", err)
+	}
+	return asked > 0 && accepted >= min(s.cfg.MinAccepted, asked)
 }
 
 // sign builds the next record: a fresh seq, the effective status, sealed
@@ -90,8 +119,9 @@ func (s *Service) sign(offline bool) (*pb.PresenceRecord, []byte, error) {
 	if x, err := identity.X25519Public(s.self); err == nil {
 		body.X25519 = x[:]
 	}
-	// seq only grows, across restarts too: the clock in milliseconds, or one
-	// more than the last when the clock lags.
+	// seq only grows: the clock in milliseconds, or one more than the last
+	// when the clock lags (the last is saved, so this holds across restarts
+	// too unless the clock jumps back past it).
 	s.seq = max(s.seq+1, uint64(now.UnixMilli()))
 	rec := &pb.PresenceRecord{PeerId: []byte(s.self), Seq: s.seq, ExpiresAt: now.Add(s.cfg.Lifetime).UnixMilli()}
 	var key *PresenceKey
@@ -112,9 +142,16 @@ func (s *Service) sign(offline bool) (*pb.PresenceRecord, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.cfg.Store.PutSetting(settingSeq, s.seq); err != nil {
-		return nil, nil, err
-	}
 	s.current = raw
 	return rec, raw, nil
+}
+
+// publishOffline tells the watchers and the DHT that the user left.
+func (s *Service) publishOffline(ctx context.Context) {
+	_, raw, err := s.sign(true)
+	if err != nil {
+		return
+	}
+	s.notifyWatchers(ctx, raw)
+	s.store(ctx, raw)
 }

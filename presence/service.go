@@ -129,6 +129,7 @@ type Service struct {
 	subs     map[peer.ID]time.Time // our subscriptions and when they lapse
 
 	changed chan struct{} // asks the publisher to publish now
+	pending chan []byte   // the newest record, waiting to be stored in the DHT
 	kick    chan peer.ID  // asks the watcher loop to subscribe to a peer
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -178,7 +179,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, self: cfg.Identity.ID(), status: Online,
 		cache: map[peer.ID]*cached{}, watchers: map[peer.ID]time.Time{}, subs: map[peer.ID]time.Time{},
-		changed: make(chan struct{}, 1), kick: make(chan peer.ID, 64),
+		changed: make(chan struct{}, 1), pending: make(chan []byte, 1), kick: make(chan peer.ID, 64),
 	}
 	var saved struct {
 		Status Status `json:"status"`
@@ -211,8 +212,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.syncKeys(); err != nil {
 		s.cfg.Logger.Warn("presence: cannot share keys", "err", err)
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.publishLoop(ctx)
+	go s.storeLoop(ctx)
 	go s.watchLoop(ctx)
 	return nil
 }
@@ -237,9 +239,7 @@ func (s *Service) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := s.publish(ctx, true); err != nil {
-		s.cfg.Logger.Debug("presence: could not publish offline", "err", err)
-	}
+	s.publishOffline(ctx)
 	return nil
 }
 
@@ -250,24 +250,24 @@ func (s *Service) Status() (Status, string, PublishStats) {
 	return s.status, s.note, s.stats
 }
 
-// SetStatus changes the user's status and note, and publishes at once.
+// SetStatus changes the user's status and note and publishes them at once;
+// watchers hear of it before it is even saved.
 func (s *Service) SetStatus(st Status, note string) error {
-	if len(note) > 256 {
-		return fmt.Errorf("the note is %d bytes; the limit is 256", len(note))
-	}
-	err := s.cfg.Store.PutSetting(settingStatus, struct {
-		Status Status `json:"status"`
-		Note   string `json:"note"`
-	}{st, note})
-	if err != nil {
-		return err
+	if len(note) > MaxNote {
+		return fmt.Errorf("the note is %d bytes; the limit is %d", len(note), MaxNote)
 	}
 	s.mu.Lock()
 	s.status, s.note = st, note
 	s.mu.Unlock()
 	s.republishNow()
-	return nil
+	return s.cfg.Store.PutSetting(settingStatus, struct {
+		Status Status `json:"status"`
+		Note   string `json:"note"`
+	}{st, note})
 }
+
+// MaxNote bounds a status note.
+const MaxNote = 256
 
 // Visibility is the user's visibility mode.
 func (s *Service) Visibility() Visibility { return s.policy.Load().Mode }

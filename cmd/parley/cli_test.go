@@ -364,3 +364,38 @@ func TestCrashSenderWithUnacked(t *testing.T) {
 		t.Fatalf("b's history %+v, want the message once", h)
 	}
 }
+
+func TestCLIPresence(t *testing.T) {
+	dir := t.TempDir()
+	aHome, bHome := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	aID, bID := initHome(t, aHome), initHome(t, bHome)
+	a := startDaemon(t, aHome)
+	startDaemon(t, bHome, a.addr)
+	mustParley(t, "contacts", "add", "--home", aHome, bID, "bob")
+	mustParley(t, "contacts", "add", "--home", bHome, aID, "alice")
+	out := mustParley(t, "status", "set", "away", "--note", "back at 5", "--home", aHome)
+	if !strings.Contains(out, "away — back at 5") || !strings.Contains(out, "visible to: contacts") {
+		t.Fatalf("status set printed %q", out)
+	}
+	waitFor(t, "bob to see alice away", func() bool {
+		r := parley(t, "whois", "--home", bHome, "alice", "--json")
+		return r.code == 0 && strings.Contains(r.out, `"status":"away"`) && strings.Contains(r.out, "back at 5")
+	})
+	waitFor(t, "bob's buddy list to show it", func() bool {
+		return strings.Contains(mustParley(t, "contacts", "--home", bHome), "away — back at 5")
+	})
+	if out := mustParley(t, "contacts", "deny", "--home", aHome, "bob"); !strings.HasPrefix(out, "denied bob") {
+		t.Fatalf("contacts deny printed %q", out)
+	}
+	if out := mustParley(t, "contacts", "list", "--home", aHome); !strings.Contains(out, "(denied)") {
+		t.Fatalf("contacts list after deny: %q", out)
+	}
+	if out := mustParley(t, "requests", "--home", aHome); !strings.Contains(out, "no contact requests") {
+		t.Fatalf("requests: %q", out)
+	}
+	expectError(t, "unknown status", "status", "set", "sleeping", "--home", aHome)
+	expectError(t, "unknown visibility", "visibility", "nobody", "--home", aHome)
+	expectError(t, "neither a contact nor a peer ID", "whois", "--home", aHome, "nobody")
+	expectError(t, "no contact request", "requests", "accept", bID, "--home", aHome)
+	expectError(t, "usage: parley status set", "status", "set", "--home", aHome)
+}

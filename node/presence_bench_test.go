@@ -1,0 +1,176 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+
+	"github.com/parley-p2p/parley/api"
+	"github.com/parley-p2p/parley/identity"
+	"github.com/parley-p2p/parley/presence"
+)
+
+// benchSwarm is swarm for benchmarks (testing.B has no t.Fatal-free path
+// through the test helpers).
+func benchSwarm(b *testing.B, n int) []*Node {
+	b.Helper()
+	dir := b.TempDir()
+	var nodes []*Node
+	for i := range n {
+		home := filepath.Join(dir, fmt.Sprint("n", i))
+		if _, err := identity.Create(home); err != nil {
+			b.Fatal(err)
+		}
+		cfg := Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}}
+		cfg.Presence.Republish = time.Hour
+		cfg.Presence.Retry = 500 * time.Millisecond
+		if i > 0 {
+			cfg.Bootstrap = []string{nodes[0].Addrs()[0].String()}
+		}
+		nd, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := nd.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { nd.Close() })
+		nodes = append(nodes, nd)
+	}
+	return nodes
+}
+
+// BenchmarkPresence compares, in one swarm of 20 real nodes on loopback:
+//   - raw: kad-dht GetValue of a presence key, nothing else;
+//   - resolve: a presence lookup (the same GetValue, then verification and
+//     opening of the record);
+//   - ping: the libp2p ping round trip between a presentity and a watcher;
+//   - notify: from a status change to the watcher's view changing.
+//
+// Run: go test -run '^$' -bench Presence -benchtime 200x ./node
+func BenchmarkPresence(b *testing.B) {
+	nodes := benchSwarm(b, 20)
+	ctx := context.Background()
+	pub, w := nodes[3], nodes[7]
+	if _, err := pub.SetVisibility(ctx, "everyone"); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, _ := pub.MyStatus(ctx)
+		if st.Accepted >= 3 && st.Asked > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the record was never stored")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	key := presence.Key(pub.ID())
+	lookers := []*Node{}
+	for _, n := range nodes {
+		if n != pub {
+			lookers = append(lookers, n)
+		}
+	}
+	b.Run("raw", func(b *testing.B) {
+		lat, ok := make([]time.Duration, 0, b.N), 0
+		i := 0
+		for b.Loop() {
+			n := lookers[i%len(lookers)]
+			i++
+			start := time.Now()
+			if _, err := n.dht.GetValue(ctx, key); err == nil {
+				ok++
+			}
+			lat = append(lat, time.Since(start))
+		}
+		percentiles(b, lat)
+		b.ReportMetric(100*float64(ok)/float64(len(lat)), "success-%")
+	})
+	b.Run("resolve", func(b *testing.B) {
+		lat, ok := make([]time.Duration, 0, b.N), 0
+		i := 0
+		for b.Loop() {
+			n := lookers[i%len(lookers)]
+			i++
+			start := time.Now()
+			if v, err := n.presence.Resolve(ctx, pub.ID()); err == nil && v.Status == presence.Online {
+				ok++
+			}
+			lat = append(lat, time.Since(start))
+		}
+		percentiles(b, lat)
+		b.ReportMetric(100*float64(ok)/float64(len(lat)), "success-%")
+	})
+	befriendB(b, pub, w)
+	b.Run("ping", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		pctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		results := ping.Ping(pctx, pub.Host(), w.ID())
+		for b.Loop() {
+			r := <-results
+			if r.Error != nil {
+				b.Fatal(r.Error)
+			}
+			lat = append(lat, r.RTT)
+		}
+		percentiles(b, lat)
+	})
+	b.Run("notify", func(b *testing.B) {
+		events, cancel := w.Subscribe()
+		defer cancel()
+		lat := make([]time.Duration, 0, b.N)
+		i := 0
+		for b.Loop() {
+			i++
+			note := fmt.Sprint("change ", i)
+			start := time.Now()
+			done := make(chan error, 1)
+			// SetStatus also saves the status (a disk sync) after it asked
+			// for the NOTIFY; the watcher does not wait for that.
+			go func() {
+				_, err := pub.SetStatus(ctx, api.StatusRequest{Status: "online", Note: note})
+				done <- err
+			}()
+			for e := range events {
+				if e.Presence != nil && e.Presence.Note == note {
+					break
+				}
+			}
+			lat = append(lat, time.Since(start))
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			// Let the DHT store of this change finish before the next one,
+			// as it would between two changes a person makes.
+			rec, _ := presence.Parse(pub.presence.Current())
+			for st, _ := pub.MyStatus(ctx); st.Seq < rec.Seq; st, _ = pub.MyStatus(ctx) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		percentiles(b, lat)
+	})
+}
+
+func befriendB(b *testing.B, x, y *Node) {
+	ctx := context.Background()
+	if _, err := x.AddContact(ctx, api.Contact{Name: "y", ID: y.ID().String()}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := y.AddContact(ctx, api.Contact{Name: "x", ID: x.ID().String()}); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for x.presence.Watchers() == 0 {
+		if time.Now().After(deadline) {
+			b.Fatal("no subscription")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
