@@ -103,6 +103,10 @@ func (s *Service) learn(p peer.ID, raw []byte, source string) (View, error) {
 		s.mu.Unlock()
 		return old.view, nil // a rollback: keep the newer record
 	}
+	if old == nil && len(s.cache) >= maxCached && !s.policy.Load().Contacts[p] {
+		s.mu.Unlock()
+		return v, nil // strangers looked up by hand are not kept once the cache is full
+	}
 	changed := old == nil || old.view.Status != v.Status || old.view.Note != v.Note
 	s.cache[p] = &cached{raw: raw, seq: rec.Seq, view: v, fetched: now, source: source}
 	s.mu.Unlock()
@@ -125,6 +129,9 @@ func (s *Service) forget(p peer.ID) {
 		s.cfg.OnChange(View{Peer: p, Status: Offline})
 	}
 }
+
+// maxCached bounds the records kept of peers who are not contacts.
+const maxCached = 4096
 
 // unwatchedFresh is how long a record is believed without a subscription
 // that would push its changes.

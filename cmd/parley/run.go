@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +16,7 @@ import (
 func newRun(g *globals) *cobra.Command {
 	var listen, bootstrap []string
 	var apiAddr, dhtMode, logLevel string
+	var lifetime, republish time.Duration
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the node until interrupted (SIGINT or SIGTERM)",
@@ -25,9 +27,12 @@ func newRun(g *globals) *cobra.Command {
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			n, err := node.New(node.Config{
-				Home: g.home, Listen: listen, Bootstrap: bootstrap, DHTMode: dhtMode, Logger: log,
-			})
+			if lifetime < time.Minute || republish <= 0 || republish >= lifetime {
+				return fmt.Errorf("--presence-republish (%v) must be shorter than --presence-lifetime (%v), which must be at least 1m", republish, lifetime)
+			}
+			cfg := node.Config{Home: g.home, Listen: listen, Bootstrap: bootstrap, DHTMode: dhtMode, Logger: log}
+			cfg.Presence.Lifetime, cfg.Presence.Republish = lifetime, republish
+			n, err := node.New(cfg)
 			if err != nil {
 				return err
 			}
@@ -71,5 +76,7 @@ func newRun(g *globals) *cobra.Command {
 	f.StringVar(&apiAddr, "api", "127.0.0.1:0", "address of the local API (loopback only; port 0 picks one)")
 	f.StringVar(&dhtMode, "dht-mode", "server", "DHT mode: server, client or auto")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.DurationVar(&lifetime, "presence-lifetime", 30*time.Minute, "how long a published presence record is valid")
+	f.DurationVar(&republish, "presence-republish", 10*time.Minute, "how often the presence record is published again")
 	return cmd
 }
