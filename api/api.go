@@ -30,8 +30,24 @@ type Message struct {
 	SentAt    string `json:"sent_at"`        // RFC 3339, the sender's clock
 	At        string `json:"at"`             // RFC 3339, when this node stored it
 	Text      string `json:"text"`
-	State     string `json:"state"` // queued, delivered, failed, received
+	State     string `json:"state"` // out: queued, stored, delivered, read, failed; in: received, read
 	Reason    string `json:"reason,omitempty"`
+	Replicas  int    `json:"replicas,omitempty"` // stored: replicas that hold it
+	Of        int    `json:"of,omitempty"`       // stored: replicas asked
+}
+
+// InboxView is what this node holds as a replica for others (never their
+// contents) and what waits in its own outbox.
+type InboxView struct {
+	Holdings []Holding `json:"holdings"`
+	Outbox   []Message `json:"outbox"`
+}
+
+// Holding is what a replica holds for one recipient.
+type Holding struct {
+	Recipient string `json:"recipient"`
+	Items     int    `json:"items"`
+	Bytes     int64  `json:"bytes"`
 }
 
 // SendRequest asks the daemon to send a text.
@@ -119,6 +135,7 @@ type Messaging interface {
 	Send(ctx context.Context, req SendRequest) (Message, error)
 	History(ctx context.Context, peer string, limit int) ([]Message, error)
 	Outbox(ctx context.Context) ([]Message, error)
+	Inbox(ctx context.Context) (InboxView, error)
 }
 
 // Buddies is the buddy list: contacts, presence, visibility and requests.

@@ -58,6 +58,10 @@ func NewServer(addr string, b Backend, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("POST /v1/messages", s.postMessage)
 	mux.HandleFunc("GET /v1/history/{peer}", s.getHistory)
 	mux.HandleFunc("GET /v1/outbox", s.getOutbox)
+	mux.HandleFunc("GET /v1/inbox", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.backend.Inbox(r.Context())
+		s.answer(w, v, err)
+	})
 	mux.HandleFunc("GET /v1/contacts", s.getContacts)
 	mux.HandleFunc("POST /v1/contacts", s.postContact)
 	mux.HandleFunc("DELETE /v1/contacts/{name}", s.deleteContact)

@@ -37,6 +37,7 @@ func (f *fake) Send(_ context.Context, r api.SendRequest) (api.Message, error) {
 }
 func (f *fake) History(context.Context, string, int) ([]api.Message, error) { return nil, nil }
 func (f *fake) Outbox(context.Context) ([]api.Message, error)               { return nil, nil }
+func (f *fake) Inbox(context.Context) (api.InboxView, error)                { return api.InboxView{}, nil }
 func (f *fake) Contacts(context.Context) ([]api.Contact, error)             { return nil, nil }
 func (f *fake) AddContact(_ context.Context, c api.Contact) (api.Contact, error) {
 	return c, nil

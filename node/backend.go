@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 	"unicode"
@@ -93,6 +94,14 @@ func (n *Node) History(_ context.Context, who string, limit int) ([]api.Message,
 	if err != nil {
 		return nil, err
 	}
+	// Showing the conversation is reading it.
+	read, err := n.store.MarkRead(p, int32(pb.Kind_KIND_TEXT))
+	if err != nil {
+		return nil, err
+	}
+	if len(read) > 0 && !n.cfg.Inbox.NoReadReceipts {
+		n.sendReceipt(p, pb.DeliveryReceipt_READ, read)
+	}
 	ms, err := n.store.History(p, 0)
 	if err != nil {
 		return nil, err
@@ -109,13 +118,20 @@ func (n *Node) History(_ context.Context, who string, limit int) ([]api.Message,
 	return n.views(texts), nil
 }
 
-// Outbox lists the messages not yet delivered.
+// Outbox lists the texts not yet delivered (queued, or waiting at
+// replicas); control messages are left out.
 func (n *Node) Outbox(context.Context) ([]api.Message, error) {
 	ms, err := n.store.Pending()
 	if err != nil {
 		return nil, err
 	}
-	return n.views(ms), nil
+	texts := ms[:0]
+	for _, m := range ms {
+		if pb.Kind(m.Kind) == pb.Kind_KIND_TEXT {
+			texts = append(texts, m)
+		}
+	}
+	return n.views(texts), nil
 }
 
 // Contacts lists the contacts with their presence as last seen here (pushed
@@ -208,6 +224,18 @@ func (n *Node) onReceived(m *store.Message) {
 			n.log.Warn("node: presence key refused", "peer", m.Peer, "err", err)
 		}
 		return
+	case pb.Kind_KIND_RECEIPT:
+		var r pb.DeliveryReceipt
+		if err := proto.Unmarshal(m.Body, &r); err != nil {
+			n.log.Warn("node: malformed receipt", "peer", m.Peer, "err", err)
+			return
+		}
+		state := store.Delivered
+		if r.State == pb.DeliveryReceipt_READ {
+			state = store.Read
+		}
+		n.outbox.Settle(m.Peer, r.Ids, state)
+		return
 	case pb.Kind_KIND_TEXT:
 	default:
 		return
@@ -220,6 +248,36 @@ func (n *Node) onReceived(m *store.Message) {
 	if n.events.Watched() {
 		v := n.view(m)
 		n.events.Publish(api.Event{Type: "message", Message: &v})
+	}
+}
+
+// onCollected handles messages fetched from the replicas: each as if it
+// had come directly, then one receipt per sender, since no ack told it.
+func (n *Node) onCollected(ms []*store.Message) {
+	delivered := map[peer.ID][][]byte{}
+	for _, m := range ms {
+		n.onReceived(m)
+		if pb.Kind(m.Kind) == pb.Kind_KIND_TEXT {
+			delivered[m.Peer] = append(delivered[m.Peer], m.ID)
+		}
+	}
+	for p, ids := range delivered {
+		n.sendReceipt(p, pb.DeliveryReceipt_DELIVERED, ids)
+	}
+}
+
+// sendReceipt queues a delivery or read receipt through the outbox.
+func (n *Node) sendReceipt(to peer.ID, state pb.DeliveryReceipt_State, ids [][]byte) {
+	for len(ids) > 0 {
+		k := min(len(ids), 512) // well inside a message body
+		body, err := proto.Marshal(&pb.DeliveryReceipt{State: state, Ids: ids[:k]})
+		if err == nil {
+			_, err = n.outbox.Queue(to, pb.Kind_KIND_RECEIPT, body)
+		}
+		if err != nil {
+			n.log.Warn("node: cannot queue a receipt", "peer", to, "err", err)
+		}
+		ids = ids[k:]
 	}
 }
 
@@ -257,6 +315,7 @@ func (n *Node) view(m *store.Message) api.Message {
 		ID: hex.EncodeToString(m.ID), Peer: m.Peer.String(), Direction: "in",
 		SentAt: m.SentAt.UTC().Format(time.RFC3339Nano), At: m.At.UTC().Format(time.RFC3339Nano),
 		Text: string(m.Body), State: string(m.State), Reason: m.Reason,
+		Replicas: m.Replicas, Of: m.Of,
 	}
 	if m.Outgoing {
 		v.Direction = "out"
@@ -265,4 +324,16 @@ func (n *Node) view(m *store.Message) api.Message {
 		v.Name, _ = n.store.Petname(m.Peer)
 	}
 	return v
+}
+
+// Inbox is what this node holds as a replica for others, and its outbox.
+func (n *Node) Inbox(ctx context.Context) (api.InboxView, error) {
+	v := api.InboxView{Holdings: []api.Holding{}}
+	for p, t := range n.replica.Totals() {
+		v.Holdings = append(v.Holdings, api.Holding{Recipient: p.String(), Items: t.Items, Bytes: t.Bytes})
+	}
+	sort.Slice(v.Holdings, func(i, j int) bool { return v.Holdings[i].Recipient < v.Holdings[j].Recipient })
+	out, err := n.Outbox(ctx)
+	v.Outbox = out
+	return v, err
 }

@@ -38,6 +38,9 @@ func access(pol presence.Policy, p peer.ID) string {
 }
 
 func (n *Node) onPresence(v presence.View) {
+	if v.Status != presence.Offline {
+		n.outbox.Wake(v.Peer) // messages parked at replicas can go directly now
+	}
 	if !n.events.Watched() {
 		return
 	}

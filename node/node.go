@@ -29,6 +29,7 @@ import (
 	"github.com/parley-p2p/parley/dht"
 	"github.com/parley-p2p/parley/direct"
 	"github.com/parley-p2p/parley/identity"
+	"github.com/parley-p2p/parley/inbox"
 	"github.com/parley-p2p/parley/outbox"
 	"github.com/parley-p2p/parley/presence"
 	"github.com/parley-p2p/parley/seal"
@@ -67,7 +68,26 @@ type Config struct {
 	// Presence tunes record lifetimes and subscriptions; its Identity,
 	// Host, DHT, Store, SendKey and OnChange are set by the node.
 	Presence presence.Config
-	Logger   *slog.Logger
+	// Inbox tunes store-and-forward.
+	Inbox  InboxConfig
+	Logger *slog.Logger
+}
+
+// InboxConfig tunes store-and-forward. Zero values take the defaults.
+type InboxConfig struct {
+	Replicas int           // r: replicas per recipient; default 5
+	Quorum   int           // w: replicas that must hold a message; default 3
+	TTL      time.Duration // how long replicas keep a message; default 7 days
+	Limits   inbox.Limits  // what this node holds for others
+	// Collect is how often the node fetches its own inbox; default 1 min.
+	Collect time.Duration
+	// Sweep is how often the replica expires items and hands them to
+	// newcomers; default 5 min.
+	Sweep time.Duration
+	// NoReadReceipts stops telling senders when their messages were read.
+	NoReadReceipts bool
+	// CrashAfterPersist is a crash test's hook (see inbox.CollectorConfig).
+	CrashAfterPersist func()
 }
 
 // Node is one running Parley node.
@@ -85,6 +105,8 @@ type Node struct {
 	direct   *direct.Service
 	outbox   *outbox.Outbox
 	presence *presence.Service
+	replica  *inbox.Replica
+	collect  *inbox.Collector
 	gater    gater
 	cancel   context.CancelFunc
 
@@ -180,9 +202,28 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	routed := routedhost.Wrap(n.host, n.dht)
 	keys := seal.NewKeyring(n.id)
 	n.direct = direct.New(routed, keys, n.store, n.onReceived, n.log)
+	ic := n.cfg.Inbox
+	if ic.Replicas == 0 {
+		ic.Replicas = 5
+	}
+	closest := n.dht.GetClosestPeers
+	if n.replica, err = inbox.NewReplica(inbox.ReplicaConfig{
+		Host: n.host, Key: n.id.PrivKey(), Store: n.store, Closest: closest,
+		Limits: ic.Limits, R: ic.Replicas, Sweep: ic.Sweep, Logger: n.log,
+	}); err != nil {
+		return err
+	}
+	client := inbox.NewClient(routed, closest, ic.Replicas)
+	n.collect = inbox.NewCollector(inbox.CollectorConfig{
+		Client: client, Keys: keys, Self: n.id.ID(), Store: n.store, OnNew: n.onCollected,
+		Interval: ic.Collect, Logger: n.log, CrashAfterPersist: ic.CrashAfterPersist,
+		Accept: func(from peer.ID) bool { return !n.presence.Blocked(from) }, // a blocked peer gets nothing through
+	})
 	ocfg := n.cfg.Outbox
 	ocfg.Logger = n.log
 	ocfg.OnState = n.onState
+	ocfg.Inbox = inbox.NewSender(client, keys, ic.TTL)
+	ocfg.Quorum = ic.Quorum
 	n.outbox = outbox.New(n.id.ID(), n.store, n.direct, ocfg)
 	pcfg := n.cfg.Presence
 	pcfg.Identity, pcfg.Host, pcfg.Store, pcfg.Logger = n.id, n.host, n.store, n.log
@@ -198,6 +239,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.direct.Start(ctx); err != nil {
 		return err
 	}
+	if err := n.replica.Start(ctx); err != nil {
+		return err
+	}
 	if err := n.outbox.Start(ctx); err != nil {
 		return err
 	}
@@ -207,6 +251,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			n.outbox.Wake(c.RemotePeer())
 			n.presence.Kick(c.RemotePeer())
+			n.collect.Kick() // back in touch: something may wait for us
 		},
 		// Without a connection a subscription pushes nothing: stop
 		// trusting it, so the next look goes to the DHT.
@@ -220,8 +265,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.joinSwarm(ctx); err != nil {
 		return err
 	}
-	// Publish only once in the swarm, so the first record reaches peers.
-	return n.presence.Start(ctx)
+	// Publish and collect only once in the swarm, so the first record
+	// reaches peers and the replicas can be found.
+	if err := n.presence.Start(ctx); err != nil {
+		return err
+	}
+	return n.collect.Start(ctx)
 }
 
 // joinSwarm connects to the bootstrap peers; at least one must answer.
@@ -292,6 +341,12 @@ func Limits() rcmgr.ConcreteLimitConfig {
 	cfg.AddProtocolPeerLimit(direct.ID,
 		rcmgr.BaseLimit{Streams: 8, StreamsInbound: 4, StreamsOutbound: 4, Memory: 4 << 20},
 		rcmgr.BaseLimitIncrease{})
+	cfg.AddProtocolLimit(inbox.ProtocolID,
+		rcmgr.BaseLimit{Streams: 256, StreamsInbound: 128, StreamsOutbound: 128, Memory: 64 << 20},
+		rcmgr.BaseLimitIncrease{Streams: 128, StreamsInbound: 64, StreamsOutbound: 64, Memory: 32 << 20})
+	cfg.AddProtocolPeerLimit(inbox.ProtocolID,
+		rcmgr.BaseLimit{Streams: 8, StreamsInbound: 4, StreamsOutbound: 4, Memory: 8 << 20},
+		rcmgr.BaseLimitIncrease{})
 	cfg.AddProtocolLimit(presence.ProtocolID,
 		rcmgr.BaseLimit{Streams: 256, StreamsInbound: 128, StreamsOutbound: 128, Memory: 16 << 20},
 		rcmgr.BaseLimitIncrease{Streams: 128, StreamsInbound: 64, StreamsOutbound: 64, Memory: 8 << 20})
@@ -315,8 +370,14 @@ func (n *Node) Close() error {
 		n.host.Network().StopNotify(n.notifiee)
 		n.notifiee = nil
 	}
+	if n.collect != nil {
+		errs = append(errs, n.collect.Close())
+	}
 	if n.outbox != nil {
 		errs = append(errs, n.outbox.Close())
+	}
+	if n.replica != nil {
+		errs = append(errs, n.replica.Close())
 	}
 	if n.direct != nil {
 		errs = append(errs, n.direct.Close())
@@ -330,7 +391,7 @@ func (n *Node) Close() error {
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
 	}
-	n.presence, n.outbox, n.direct, n.dht, n.host, n.store = nil, nil, nil, nil, nil, nil
+	n.presence, n.collect, n.outbox, n.replica, n.direct, n.dht, n.host, n.store = nil, nil, nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

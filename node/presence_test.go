@@ -332,9 +332,14 @@ func TestContactRequestsAndBlocking(t *testing.T) {
 	if rs, _ := me.Requests(ctx); len(rs) != 0 {
 		t.Fatalf("requests after block: %+v", rs)
 	}
-	m, err := stranger.Send(ctx, api.SendRequest{To: me.ID().String(), Text: "hello?", WaitMillis: 500})
-	if err != nil || m.State != "queued" {
+	// The blocked peer cannot connect: its message goes to the replicas,
+	// and me drops it when collecting.
+	m, err := stranger.Send(ctx, api.SendRequest{To: me.ID().String(), Text: "hello?", WaitMillis: 5000})
+	if err != nil || m.State != "stored" {
 		t.Fatalf("a blocked peer's message: %+v %v", m, err)
+	}
+	if _, err := me.collect.Collect(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if h, _ := me.History(ctx, stranger.ID().String(), 0); len(h) != 1 {
 		t.Fatalf("me has %d messages from the blocked peer, want only the first", len(h))

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-p2p/parley/direct"
+	"github.com/parley-p2p/parley/inbox"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/store"
 )
@@ -24,12 +25,25 @@ type Transport interface {
 	Send(ctx context.Context, to peer.ID, msgs []*pb.Message) ([]direct.Result, error)
 }
 
+// Depositor leaves a message with the recipient's replicas; inbox.Sender
+// is one.
+type Depositor interface {
+	Leave(ctx context.Context, m *pb.Message) (inbox.Stored, error)
+}
+
 // Config tunes the outbox. Zero values take the defaults.
 type Config struct {
 	Backoff        Backoff       // default 1 s doubling to 5 min
 	MaxAge         time.Duration // a message undelivered for so long fails; default 7 days
 	AttemptTimeout time.Duration // one delivery attempt; default 20 s
-	Now            func() time.Time
+	// Inbox, when set, takes the messages a direct attempt could not
+	// deliver; DirectBudget then bounds the direct attempt (default 3 s).
+	Inbox        Depositor
+	DirectBudget time.Duration
+	// Quorum is how many replicas must hold a message before the sender
+	// stops depositing it (the write quorum w); default 3.
+	Quorum int
+	Now    func() time.Time
 	Logger         *slog.Logger
 	// OnState is called after each persisted state change. It must not block.
 	OnState func(store.Update)
@@ -72,6 +86,12 @@ func New(self peer.ID, st *store.Store, tr Transport, cfg Config) *Outbox {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.DirectBudget == 0 {
+		cfg.DirectBudget = 3 * time.Second
+	}
+	if cfg.Quorum == 0 {
+		cfg.Quorum = 3
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -81,7 +101,7 @@ func New(self peer.ID, st *store.Store, tr Transport, cfg Config) *Outbox {
 	return &Outbox{
 		self: self, store: st, tr: tr, cfg: cfg,
 		kick:    make(chan struct{}, 1),
-		sched:   newSchedule(cfg.Backoff, cfg.MaxAge, direct.MaxBatch),
+		sched:   newSchedule(cfg.Backoff, cfg.MaxAge, direct.MaxBatch, cfg.Quorum),
 		waiters: make(map[string][]chan struct{}),
 	}
 }
@@ -95,7 +115,9 @@ func (o *Outbox) Start(ctx context.Context) error {
 	now := o.cfg.Now()
 	o.mu.Lock()
 	for _, m := range pending {
-		o.sched.add(m, now)
+		if m.State != store.Stored { // those wait, parked, for the peer
+			o.sched.add(m, now)
+		}
 	}
 	o.mu.Unlock()
 	ctx, o.cancel = context.WithCancel(ctx)
@@ -171,14 +193,43 @@ func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte
 	return o.store.Get(to, m.ID, true)
 }
 
-// Wake retries p at once, skipping its backoff; call it when p is seen online.
+// Wake retries p at once, skipping its backoff, and tries directly the
+// messages that wait for p at replicas; call it when p is seen online.
 func (o *Outbox) Wake(p peer.ID) {
+	now := o.cfg.Now()
+	parked, err := o.store.Pending()
+	if err != nil {
+		o.cfg.Logger.Error("outbox: load parked messages", "err", err)
+	}
 	o.mu.Lock()
-	woke := o.sched.wake(p, o.cfg.Now())
+	for _, m := range parked {
+		if m.Peer == p && m.State == store.Stored {
+			o.sched.add(m, now)
+		}
+	}
+	woke := o.sched.wake(p, now)
 	o.mu.Unlock()
 	if woke {
 		o.poke()
 	}
+}
+
+// Settle records what a recipient's receipt says of our messages to it:
+// delivered (fetched from replicas) or read.
+func (o *Outbox) Settle(from peer.ID, ids [][]byte, state store.State) {
+	updates := make([]store.Update, 0, len(ids))
+	drop := map[string]bool{}
+	for _, id := range ids {
+		if _, err := o.store.Get(from, id, true); err != nil {
+			continue // not ours to settle
+		}
+		updates = append(updates, store.Update{Peer: from, ID: id, State: state})
+		drop[string(id)] = true
+	}
+	o.mu.Lock()
+	o.sched.drop(from, drop)
+	o.mu.Unlock()
+	o.record(updates)
 }
 
 // Pending is the number of messages in the outbox.
@@ -223,25 +274,32 @@ func (o *Outbox) run(ctx context.Context) {
 	}
 }
 
-// deliver makes one attempt and feeds its outcome back to the schedule.
+// deliver makes one attempt — directly, then through the replicas for what
+// did not get through — and feeds its outcome back to the schedule.
 func (o *Outbox) deliver(ctx context.Context, a attempt) {
 	defer o.wg.Done()
 	msgs := make([]*pb.Message, len(a.msgs))
 	for i, m := range a.msgs {
-		msgs[i] = &pb.Message{Id: m.ID, From: []byte(o.self), To: []byte(a.peer), SentAt: m.SentAt.UnixMilli(), Kind: pb.Kind(m.Kind), Body: m.Body}
+		msgs[i] = &pb.Message{Id: m.ID, From: []byte(o.self), To: []byte(a.peer), SentAt: m.SentAt.UnixMilli(), Kind: pb.Kind(m.Kind), Body: m.Body, Seq: m.Seq}
 	}
-	actx, cancel := context.WithTimeout(ctx, o.cfg.AttemptTimeout)
+	budget := o.cfg.AttemptTimeout
+	if o.cfg.Inbox != nil {
+		budget = o.cfg.DirectBudget
+	}
+	actx, cancel := context.WithTimeout(ctx, budget)
 	results, err := o.tr.Send(actx, a.peer, msgs)
 	cancel()
-	var outcomes []outcome
-	if err != nil {
-		if ctx.Err() == nil {
-			o.cfg.Logger.Debug("outbox: delivery attempt failed", "peer", a.peer, "messages", len(msgs), "err", err)
-		}
-	} else {
-		outcomes = make([]outcome, len(results))
+	outcomes := make([]outcome, len(msgs))
+	if err == nil {
 		for i, r := range results {
 			outcomes[i] = outcome{delivered: r.OK, reason: r.Reason}
+		}
+	} else {
+		if ctx.Err() == nil {
+			o.cfg.Logger.Debug("outbox: direct delivery failed", "peer", a.peer, "messages", len(msgs), "err", err)
+		}
+		if o.cfg.Inbox != nil {
+			o.leave(ctx, a, msgs, outcomes)
 		}
 	}
 	o.mu.Lock()
@@ -249,6 +307,21 @@ func (o *Outbox) deliver(ctx context.Context, a attempt) {
 	o.mu.Unlock()
 	o.record(updates)
 	o.poke()
+}
+
+// leave deposits with the replicas each message not already held there.
+func (o *Outbox) leave(ctx context.Context, a attempt, msgs []*pb.Message, outcomes []outcome) {
+	for i, m := range msgs {
+		if a.msgs[i].State == store.Stored || ctx.Err() != nil {
+			continue
+		}
+		st, err := o.cfg.Inbox.Leave(ctx, m)
+		if err != nil {
+			o.cfg.Logger.Debug("outbox: deposit failed", "peer", a.peer, "err", err)
+			continue
+		}
+		outcomes[i] = outcome{replicas: st.Replicas, of: st.Of}
+	}
 }
 
 // record persists state changes, then tells waiters and the event sink.

@@ -33,6 +33,7 @@ type schedule struct {
 	backoff Backoff
 	maxAge  time.Duration
 	maxSend int
+	quorum  int // replicas that must hold a message before it is parked
 	peers   map[peer.ID]*queue
 }
 
@@ -44,17 +45,24 @@ type queue struct {
 	inFlight int // how many of msgs' head are out in an attempt
 }
 
-func newSchedule(b Backoff, maxAge time.Duration, maxSend int) *schedule {
-	return &schedule{backoff: b, maxAge: maxAge, maxSend: maxSend, peers: make(map[peer.ID]*queue)}
+func newSchedule(b Backoff, maxAge time.Duration, maxSend, quorum int) *schedule {
+	return &schedule{backoff: b, maxAge: maxAge, maxSend: maxSend, quorum: quorum, peers: make(map[peer.ID]*queue)}
 }
 
 // add queues m. A new message is a reason to try its peer again now, even
-// if the peer was backing off: the user is waiting for it.
+// if the peer was backing off: the user is waiting for it. A message
+// already held by replicas (state Stored) is only tried directly.
 func (s *schedule) add(m *store.Message, now time.Time) {
 	q := s.peers[m.Peer]
 	if q == nil {
 		q = &queue{}
 		s.peers[m.Peer] = q
+	}
+	for _, have := range q.msgs {
+		if string(have.ID) == string(m.ID) {
+			q.due = now
+			return
+		}
 	}
 	q.msgs = append(q.msgs, m)
 	q.due = now
@@ -110,13 +118,19 @@ func (s *schedule) take(now time.Time) ([]attempt, []store.Update) {
 
 // outcome is what became of one message of an attempt.
 type outcome struct {
-	delivered bool
-	reason    string // rejected for good, when !delivered
+	delivered    bool   // acknowledged by the recipient
+	reason       string // rejected for good
+	replicas, of int    // left with replicas: how many hold it, of how many asked
 }
 
-// done records the outcome of p's attempt: results holds one outcome per
-// message when the recipient answered, or is nil when the attempt failed as
-// a whole. It returns the state updates to persist.
+// done records the outcome of p's attempt: one outcome per message sent
+// (a zero outcome: nothing came of it). It returns the state updates to
+// persist.
+//
+// A delivered or rejected message leaves the schedule. One held by at least
+// quorum replicas is parked: it leaves the schedule until the recipient is
+// seen again (wake), when it is tried directly once more. The others stay,
+// and the peer backs off, unless something went through.
 func (s *schedule) done(p peer.ID, results []outcome, now time.Time) []store.Update {
 	q := s.peers[p]
 	if q == nil || q.inFlight == 0 {
@@ -124,26 +138,67 @@ func (s *schedule) done(p peer.ID, results []outcome, now time.Time) []store.Upd
 	}
 	sent := q.msgs[:q.inFlight]
 	q.inFlight = 0
-	if results == nil {
+	var updates []store.Update
+	var keep []*store.Message
+	progress := false
+	for i, m := range sent {
+		var r outcome
+		if i < len(results) {
+			r = results[i]
+		}
+		switch {
+		case r.delivered:
+			updates = append(updates, store.Update{Peer: p, ID: m.ID, State: store.Delivered})
+			progress = true
+		case r.reason != "":
+			updates = append(updates, store.Update{Peer: p, ID: m.ID, State: store.Failed, Reason: r.reason})
+			progress = true
+		case r.replicas > 0:
+			updates = append(updates, store.Update{Peer: p, ID: m.ID, State: store.Stored, Replicas: r.replicas, Of: r.of})
+			m.State = store.Stored
+			if r.replicas < s.quorum {
+				keep = append(keep, m) // try for more replicas
+			} else {
+				progress = true
+			}
+		case m.State == store.Stored:
+			// Already held by replicas; the direct try failed: park it again.
+		default:
+			keep = append(keep, m)
+		}
+	}
+	q.msgs = append(keep, q.msgs[len(sent):]...)
+	if len(q.msgs) == 0 {
+		delete(s.peers, p)
+		return updates
+	}
+	if progress && len(keep) == 0 {
+		q.failures = 0
+		q.due = now // the rest go at once
+	} else {
 		q.failures++
 		q.due = now.Add(s.backoff.Delay(q.failures))
-		return nil
 	}
-	updates := make([]store.Update, len(sent))
-	for i, m := range sent {
-		u := store.Update{Peer: p, ID: m.ID, State: store.Delivered}
-		if !results[i].delivered {
-			u.State, u.Reason = store.Failed, results[i].reason
+	return updates
+}
+
+// drop takes messages out of the schedule (a receipt settled them).
+func (s *schedule) drop(p peer.ID, ids map[string]bool) {
+	q := s.peers[p]
+	if q == nil {
+		return
+	}
+	kept := q.msgs[:0]
+	for i, m := range q.msgs {
+		if ids[string(m.ID)] && i >= q.inFlight {
+			continue
 		}
-		updates[i] = u
+		kept = append(kept, m)
 	}
-	q.msgs = q.msgs[len(sent):]
-	q.failures = 0
-	q.due = now // the rest, if any, go at once
+	q.msgs = kept
 	if len(q.msgs) == 0 {
 		delete(s.peers, p)
 	}
-	return updates
 }
 
 // next is when the earliest idle peer falls due; ok is false when none waits.

@@ -30,7 +30,7 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestScheduleDeliversInOrder(t *testing.T) {
-	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 2)
+	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 2, 3)
 	for i := range 3 {
 		s.add(qm("bob", i, t0), t0)
 	}
@@ -60,7 +60,7 @@ func TestScheduleDeliversInOrder(t *testing.T) {
 }
 
 func TestScheduleBacksOffAndNewMessageRetriesNow(t *testing.T) {
-	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 10)
+	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 10, 3)
 	s.add(qm("bob", 1, t0), t0)
 	s.take(t0)
 	if ups := s.done("bob", nil, t0); ups != nil {
@@ -92,7 +92,7 @@ func TestScheduleBacksOffAndNewMessageRetriesNow(t *testing.T) {
 }
 
 func TestScheduleExpires(t *testing.T) {
-	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, time.Hour, 10)
+	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, time.Hour, 10, 3)
 	s.add(qm("bob", 1, t0), t0)
 	s.add(qm("bob", 2, t0.Add(30*time.Minute)), t0.Add(30*time.Minute))
 	as, expired := s.take(t0.Add(61 * time.Minute))
@@ -105,7 +105,7 @@ func TestScheduleExpires(t *testing.T) {
 }
 
 func TestSchedulePeersIndependent(t *testing.T) {
-	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 10)
+	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 10, 3)
 	s.add(qm("bob", 1, t0), t0)
 	s.add(qm("carol", 2, t0), t0)
 	as, _ := s.take(t0)
@@ -124,7 +124,7 @@ func TestSchedulePeersIndependent(t *testing.T) {
 }
 
 func TestWakeSkipsBackoff(t *testing.T) {
-	s := newSchedule(Backoff{Base: time.Minute, Max: time.Hour}, 0, 10)
+	s := newSchedule(Backoff{Base: time.Minute, Max: time.Hour}, 0, 10, 3)
 	s.add(qm("bob", 1, t0), t0)
 	s.take(t0)
 	s.done("bob", nil, t0)

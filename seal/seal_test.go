@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -190,4 +191,57 @@ func BenchmarkOpen256(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestBoxUnbox(t *testing.T) {
+	a, b := pair(t)
+	c, _ := identity.Generate()
+	ka, kb, kc := NewKeyring(a), NewKeyring(b), NewKeyring(c)
+	env, _ := ka.Seal(msg(a.ID(), b.ID(), "for the inbox"))
+	boxed, err := Box(env, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a replica holds names neither the sender nor the text.
+	if bytes.Contains(boxed, []byte(a.ID())) || bytes.Contains(boxed, []byte("for the inbox")) || bytes.Contains(boxed, env.Ciphertext) {
+		t.Fatal("the boxed item reveals the sender or the content")
+	}
+	got, err := kb.Unbox(boxed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := kb.Open(got)
+	if err != nil || string(m.Body) != "for the inbox" {
+		t.Fatalf("open after unbox: %v %v", m, err)
+	}
+	if _, err := kc.Unbox(boxed); !errors.Is(err, ErrNotBoxedForMe) {
+		t.Fatalf("another identity unboxed it: %v", err)
+	}
+	boxed[len(boxed)-3] ^= 1
+	if _, err := kb.Unbox(boxed); !errors.Is(err, ErrNotBoxedForMe) {
+		t.Fatalf("tampered item: %v", err)
+	}
+	// Two boxes of the same envelope share nothing.
+	b1, _ := Box(env, b.ID())
+	b2, _ := Box(env, b.ID())
+	if bytes.Equal(b1[:40], b2[:40]) {
+		t.Fatal("boxing is deterministic")
+	}
+}
+
+// FuzzUnbox feeds arbitrary items to Unbox and what it yields to Open.
+func FuzzUnbox(f *testing.F) {
+	a, b := pair(f)
+	ka, kb := NewKeyring(a), NewKeyring(b)
+	env, _ := ka.Seal(msg(a.ID(), b.ID(), "seed"))
+	boxed, _ := Box(env, b.ID())
+	f.Add(boxed)
+	f.Add([]byte{0x0a, 0x20})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, err := kb.Unbox(data)
+		if err != nil {
+			return
+		}
+		_, _ = kb.Open(env)
+	})
 }

@@ -21,17 +21,38 @@ import (
 // State is where a message stands in its delivery.
 type State string
 
-// The delivery states. Outgoing messages move from Queued to Delivered or
-// Failed; incoming ones are Received.
+// The delivery states. An outgoing message moves from Queued to Stored (left
+// with replicas while the recipient is away) or straight to Delivered, then
+// to Read; or it Failed. Incoming ones are Received, then Read.
 const (
 	Queued    State = "queued"
+	Stored    State = "stored"
 	Delivered State = "delivered"
+	Read      State = "read"
 	Failed    State = "failed"
 	Received  State = "received"
 )
 
-// Terminal reports whether a state ends an outgoing message's delivery.
-func (s State) Terminal() bool { return s == Delivered || s == Failed }
+// Terminal reports whether a state ends an outgoing message's delivery:
+// the sender has nothing more to do for it.
+func (s State) Terminal() bool { return s == Delivered || s == Read || s == Failed }
+
+// rank orders states so that a late report never moves a message back.
+func (s State) rank() int {
+	switch s {
+	case Queued:
+		return 0
+	case Stored:
+		return 1
+	case Delivered:
+		return 2
+	case Read:
+		return 3
+	case Failed:
+		return 4
+	}
+	return 0
+}
 
 // Message is one entry in a conversation's history.
 type Message struct {
@@ -44,6 +65,8 @@ type Message struct {
 	Body     []byte    `json:"body"`
 	State    State     `json:"state"`
 	Reason   string    `json:"reason,omitempty"`
+	Replicas int       `json:"replicas,omitempty"` // for Stored: replicas holding it
+	Of       int       `json:"of,omitempty"`       // for Stored: replicas asked
 
 	Seq    uint64 `json:"-"`                // position in the conversation
 	Outbox uint64 `json:"outbox,omitempty"` // position in the outbox while undelivered
@@ -202,10 +225,11 @@ func (s *Store) Receive(msgs []*Message) ([]bool, error) {
 
 // Update is a new state for one outgoing message.
 type Update struct {
-	Peer   peer.ID
-	ID     []byte
-	State  State
-	Reason string
+	Peer         peer.ID
+	ID           []byte
+	State        State
+	Reason       string
+	Replicas, Of int // for Stored
 }
 
 // SetStates records new states for outgoing messages in one commit, and
@@ -231,7 +255,12 @@ func setState(tx *bolt.Tx, u Update) error {
 	if err != nil {
 		return err
 	}
-	m.State, m.Reason = u.State, u.Reason
+	// Reports can arrive late and out of order (a delivery receipt after the
+	// read receipt, a deposit result after a direct ack): never move back.
+	if u.State.rank() < m.State.rank() {
+		return nil
+	}
+	m.State, m.Reason, m.Replicas, m.Of = u.State, u.Reason, u.Replicas, u.Of
 	if u.State.Terminal() && m.Outbox != 0 {
 		if err := tx.Bucket(bucketOutbox).Delete(u64(m.Outbox)); err != nil {
 			return err
@@ -311,4 +340,34 @@ func (s *Store) History(p peer.ID, limit int) ([]*Message, error) {
 		out[i], out[j] = out[j], out[i]
 	}
 	return out, err
+}
+
+// MarkRead marks every incoming message of the given kind from p that is
+// not read yet as read, and returns their ids in order.
+func (s *Store) MarkRead(p peer.ID, kind int32) ([][]byte, error) {
+	var ids [][]byte
+	err := s.update(func(tx *bolt.Tx) error {
+		ids = ids[:0]
+		conv := tx.Bucket(bucketHistory).Bucket([]byte(p))
+		if conv == nil {
+			return nil
+		}
+		c := conv.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			m, err := readMessage(p, v, binary.BigEndian.Uint64(k))
+			if err != nil {
+				return err
+			}
+			if m.Outgoing || m.Kind != kind || m.State != Received {
+				continue
+			}
+			m.State = Read
+			if err := writeMessage(conv, m); err != nil {
+				return err
+			}
+			ids = append(ids, m.ID)
+		}
+		return nil
+	})
+	return ids, err
 }

@@ -200,3 +200,9 @@ func (c *Client) Requests(ctx context.Context) ([]api.Request, error) {
 func (c *Client) AnswerRequest(ctx context.Context, peer, action, name string) error {
 	return c.do(ctx, http.MethodPost, "/v1/requests/"+url.PathEscape(peer), map[string]string{"action": action, "name": name}, nil)
 }
+
+// Inbox returns what this node holds for others and its own outbox.
+func (c *Client) Inbox(ctx context.Context) (api.InboxView, error) {
+	var v api.InboxView
+	return v, c.do(ctx, http.MethodGet, "/v1/inbox", nil, &v)
+}

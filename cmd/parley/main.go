@@ -80,7 +80,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		newInit(g), newID(g), newRun(g), newSend(g), newHistory(g),
 		newContacts(g), newOutbox(g), newEvents(g), newDemo(g),
-		newStatus(g), newWhois(g), newVisibility(g), newRequests(g),
+		newStatus(g), newWhois(g), newVisibility(g), newRequests(g), newInbox(g),
 	)
 	return root
 }

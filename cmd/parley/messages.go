@@ -17,8 +17,9 @@ func newSend(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "send PEER TEXT",
 		Short: "Send a text to a peer (a contact's name or a peer ID)",
-		Long: "Send a text to a peer. Prints 'delivered <msg-id>' once the peer acknowledged it,\n" +
-			"'queued <msg-id>' when the peer could not be reached yet (the node keeps retrying),\n" +
+		Long: "Send a text to a peer. Prints 'delivered <msg-id>' once the peer acknowledged it;\n" +
+			"'stored <msg-id> n/r' when the peer is offline and n of r replica peers hold the\n" +
+			"message for it; 'queued <msg-id>' when neither worked yet (the node keeps trying);\n" +
 			"or 'failed: <reason>'.",
 		Args: exactArgs(2, "send [--home DIR] PEER TEXT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -33,6 +34,8 @@ func newSend(g *globals) *cobra.Command {
 			switch m.State {
 			case "failed":
 				return fmt.Errorf("failed: %s", m.Reason)
+			case "stored":
+				fmt.Fprintf(cmd.OutOrStdout(), "stored %s %d/%d\n", m.ID, m.Replicas, m.Of)
 			default:
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", m.State, m.ID)
 			}
@@ -70,6 +73,9 @@ func newHistory(g *globals) *cobra.Command {
 				arrow, state := "<-", ""
 				if m.Direction == "out" {
 					arrow, state = "->", m.State
+					if m.State == "stored" {
+						state += fmt.Sprintf(" %d/%d", m.Replicas, m.Of)
+					}
 					if m.Reason != "" {
 						state += " (" + m.Reason + ")"
 					}
@@ -112,6 +118,55 @@ func newOutbox(g *globals) *cobra.Command {
 					to = m.Peer
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, shortTime(m.SentAt), to, oneLine(m.Text))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	return cmd
+}
+
+func newInbox(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inbox",
+		Short: "Show what this node holds for others as a replica, and what waits in its outbox",
+		Args:  exactArgs(0, "inbox [--home DIR] [--json]"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dial(g)
+			if err != nil {
+				return err
+			}
+			v, err := c.Inbox(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if g.json {
+				return json.NewEncoder(w).Encode(v)
+			}
+			fmt.Fprintln(w, "Held here for others (sealed: contents and senders unknown to this node):")
+			if len(v.Holdings) == 0 {
+				fmt.Fprintln(w, "  (nothing)")
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			for _, h := range v.Holdings {
+				fmt.Fprintf(tw, "  %s\t%d item(s)\t%d bytes\n", h.Recipient, h.Items, h.Bytes)
+			}
+			tw.Flush()
+			fmt.Fprintln(w, "Waiting in the outbox:")
+			if len(v.Outbox) == 0 {
+				fmt.Fprintln(w, "  (nothing)")
+			}
+			for _, m := range v.Outbox {
+				to := m.Name
+				if to == "" {
+					to = m.Peer
+				}
+				state := m.State
+				if m.State == "stored" {
+					state += fmt.Sprintf(" %d/%d", m.Replicas, m.Of)
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", m.ID, to, state, oneLine(m.Text))
 			}
 			return tw.Flush()
 		},

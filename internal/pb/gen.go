@@ -4,4 +4,4 @@
 // google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12`).
 package pb
 
-//go:generate protoc --go_out=. --go_opt=paths=source_relative parley.proto presence.proto
+//go:generate protoc --go_out=. --go_opt=paths=source_relative parley.proto presence.proto inbox.proto

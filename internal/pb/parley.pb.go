@@ -33,6 +33,8 @@ const (
 	Kind_KIND_TEXT Kind = 1
 	// KIND_PRESENCE_KEY: body is a PresenceKey; a control message, not shown.
 	Kind_KIND_PRESENCE_KEY Kind = 2
+	// KIND_RECEIPT: body is a DeliveryReceipt; a control message, not shown.
+	Kind_KIND_RECEIPT Kind = 3
 )
 
 // Enum value maps for Kind.
@@ -41,11 +43,13 @@ var (
 		0: "KIND_UNSPECIFIED",
 		1: "KIND_TEXT",
 		2: "KIND_PRESENCE_KEY",
+		3: "KIND_RECEIPT",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":  0,
 		"KIND_TEXT":         1,
 		"KIND_PRESENCE_KEY": 2,
+		"KIND_RECEIPT":      3,
 	}
 )
 
@@ -130,13 +134,16 @@ func (Ack_Status) EnumDescriptor() ([]byte, []int) {
 // Message is the plaintext of one message. It only ever leaves a node sealed
 // inside an Envelope.
 type Message struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                        // 16 random bytes chosen by the sender
-	From          []byte                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`                    // sender peer ID, binary multihash form
-	To            []byte                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`                        // recipient peer ID, binary multihash form
-	SentAt        int64                  `protobuf:"varint,4,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"` // sender's clock, Unix milliseconds
-	Kind          Kind                   `protobuf:"varint,5,opt,name=kind,proto3,enum=parley.Kind" json:"kind,omitempty"`
-	Body          []byte                 `protobuf:"bytes,6,opt,name=body,proto3" json:"body,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                        // 16 random bytes chosen by the sender
+	From   []byte                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`                    // sender peer ID, binary multihash form
+	To     []byte                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`                        // recipient peer ID, binary multihash form
+	SentAt int64                  `protobuf:"varint,4,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"` // sender's clock, Unix milliseconds
+	Kind   Kind                   `protobuf:"varint,5,opt,name=kind,proto3,enum=parley.Kind" json:"kind,omitempty"`
+	Body   []byte                 `protobuf:"bytes,6,opt,name=body,proto3" json:"body,omitempty"`
+	// seq orders a sender's messages: it grows with every message the sender
+	// queues, so a recipient fetching a batch from replicas can restore order.
+	Seq           uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -211,6 +218,13 @@ func (x *Message) GetBody() []byte {
 		return x.Body
 	}
 	return nil
+}
+
+func (x *Message) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // Envelope is one Message sealed with the pairwise key of from and to
@@ -358,14 +372,15 @@ var File_parley_proto protoreflect.FileDescriptor
 
 const file_parley_proto_rawDesc = "" +
 	"\n" +
-	"\fparley.proto\x12\x06parley\"\x8c\x01\n" +
+	"\fparley.proto\x12\x06parley\"\x9e\x01\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\fR\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\fR\x02to\x12\x17\n" +
 	"\asent_at\x18\x04 \x01(\x03R\x06sentAt\x12 \n" +
 	"\x04kind\x18\x05 \x01(\x0e2\f.parley.KindR\x04kind\x12\x12\n" +
-	"\x04body\x18\x06 \x01(\fR\x04body\"t\n" +
+	"\x04body\x18\x06 \x01(\fR\x04body\x12\x10\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\"t\n" +
 	"\bEnvelope\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\fR\x04from\x12\x0e\n" +
@@ -381,11 +396,12 @@ const file_parley_proto_rawDesc = "" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n" +
 	"\x02OK\x10\x01\x12\f\n" +
-	"\bREJECTED\x10\x02*B\n" +
+	"\bREJECTED\x10\x02*T\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_TEXT\x10\x01\x12\x15\n" +
-	"\x11KIND_PRESENCE_KEY\x10\x02B*Z(github.com/parley-p2p/parley/internal/pbb\x06proto3"
+	"\x11KIND_PRESENCE_KEY\x10\x02\x12\x10\n" +
+	"\fKIND_RECEIPT\x10\x03B*Z(github.com/parley-p2p/parley/internal/pbb\x06proto3"
 
 var (
 	file_parley_proto_rawDescOnce sync.Once

@@ -1,0 +1,279 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parley-p2p/parley/internal/pb"
+	"github.com/parley-p2p/parley/seal"
+	"github.com/parley-p2p/parley/store"
+)
+
+// CollectorConfig says how a recipient collects its inbox.
+type CollectorConfig struct {
+	Client *Client
+	Keys   *seal.Keyring
+	Self   peer.ID
+	Store  *store.Store
+	// OnNew is told of the messages one collection persisted for the first
+	// time, in order. It must not block.
+	OnNew func([]*store.Message)
+	// Accept, when set, says whether to keep messages from a sender; the
+	// others are dropped (and deleted at the replicas all the same).
+	Accept func(from peer.ID) bool
+	// MinGap spaces collections asked for by Kick; default 5 s.
+	MinGap   time.Duration
+	Interval time.Duration // how often to look; default 1 min
+	Now      func() time.Time
+	Logger   *slog.Logger
+	// CrashAfterPersist, when set, is called after fetched messages are
+	// persisted and before they are deleted at the replicas: the crash
+	// tests kill the process there.
+	CrashAfterPersist func()
+}
+
+// Collector fetches what replicas hold for this node: on start, when
+// kicked (a reconnect) and periodically. Fetched messages are persisted
+// before they are deleted at the replicas, and deduplicated, so a crash
+// between the two shows nothing twice.
+type Collector struct {
+	cfg    CollectorConfig
+	kick   chan struct{}
+	mu     sync.Mutex // one collection at a time
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewCollector returns a collector; Start runs it.
+func NewCollector(cfg CollectorConfig) *Collector {
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OnNew == nil {
+		cfg.OnNew = func([]*store.Message) {}
+	}
+	if cfg.MinGap == 0 {
+		cfg.MinGap = 5 * time.Second
+	}
+	return &Collector{cfg: cfg, kick: make(chan struct{}, 1)}
+}
+
+// Start collects now and then in the background.
+func (c *Collector) Start(ctx context.Context) error {
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.wg.Add(1)
+	go c.loop(ctx)
+	return nil
+}
+
+// Close stops collecting and waits.
+func (c *Collector) Close() error {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// Kick asks for a collection soon.
+func (c *Collector) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Collector) loop(ctx context.Context) {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		last := time.Now()
+		if _, err := c.Collect(ctx); err != nil && ctx.Err() == nil {
+			c.cfg.Logger.Debug("inbox: collect", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+			// Many peers connecting at once must not become many lookups.
+			if wait := c.cfg.MinGap - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		}
+	}
+}
+
+// Collect runs one pass: list at every replica, fetch what is new, open,
+// persist, then delete everywhere. It returns how many new messages it
+// persisted.
+func (c *Collector) Collect(ctx context.Context) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	replicas, err := c.cfg.Client.Replicas(ctx, c.cfg.Self)
+	if err != nil {
+		return 0, err
+	}
+	// Who holds what.
+	holders := map[string][]peer.ID{}
+	listed := map[peer.ID][][]byte{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, r := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			items, err := c.cfg.Client.List(ctx, r)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, it := range items {
+				holders[string(it.Id)] = append(holders[string(it.Id)], r)
+				listed[r] = append(listed[r], it.Id)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(holders) == 0 {
+		return 0, nil
+	}
+	data := c.fetch(ctx, holders)
+	msgs := c.open(data)
+	added, err := c.persist(msgs)
+	if err != nil {
+		return 0, err // nothing is deleted: the next pass tries again
+	}
+	if c.cfg.CrashAfterPersist != nil {
+		c.cfg.CrashAfterPersist()
+	}
+	// Delete what was fetched, opened or not (an item that does not open
+	// never will), at every replica that listed it.
+	for r, ids := range listed {
+		var gone [][]byte
+		for _, id := range ids {
+			if _, ok := data[string(id)]; ok {
+				gone = append(gone, id)
+			}
+		}
+		for len(gone) > 0 {
+			n := min(len(gone), MaxBatch)
+			if err := c.cfg.Client.Delete(ctx, r, gone[:n]); err != nil {
+				c.cfg.Logger.Debug("inbox: delete", "replica", r, "err", err)
+				break
+			}
+			gone = gone[n:]
+		}
+	}
+	return added, nil
+}
+
+// fetch gets every listed item once, from the first holder that gives it.
+func (c *Collector) fetch(ctx context.Context, holders map[string][]peer.ID) map[string][]byte {
+	byReplica := map[peer.ID][][]byte{}
+	for id, hs := range holders {
+		byReplica[hs[0]] = append(byReplica[hs[0]], []byte(id))
+	}
+	out := map[string][]byte{}
+	for r, ids := range byReplica {
+		for len(ids) > 0 {
+			n := min(len(ids), MaxBatch)
+			items, err := c.cfg.Client.Fetch(ctx, r, ids[:n])
+			if err != nil {
+				// Try the other holders of these items one by one.
+				for _, id := range ids[:n] {
+					for _, other := range holders[string(id)][1:] {
+						if got, err := c.cfg.Client.Fetch(ctx, other, [][]byte{id}); err == nil && len(got) == 1 {
+							out[string(id)] = got[0].Data
+							break
+						}
+					}
+				}
+			}
+			for _, it := range items {
+				if string(ItemID(it.Data)) == string(it.Id) { // a replica cannot swap contents
+					out[string(it.Id)] = it.Data
+				}
+			}
+			ids = ids[n:]
+		}
+	}
+	return out
+}
+
+// open unboxes and authenticates fetched items; those that do not open are
+// logged and dropped.
+func (c *Collector) open(data map[string][]byte) []*pb.Message {
+	var msgs []*pb.Message
+	for _, d := range data {
+		env, err := c.cfg.Keys.Unbox(d)
+		if err == nil {
+			var m *pb.Message
+			if m, err = c.cfg.Keys.Open(env); err == nil {
+				if c.cfg.Accept == nil || c.cfg.Accept(peer.ID(m.From)) {
+					msgs = append(msgs, m)
+				}
+				continue
+			}
+		}
+		c.cfg.Logger.Warn("inbox: dropping an item that does not open", "err", err)
+	}
+	// Restore each sender's order.
+	sort.Slice(msgs, func(i, j int) bool {
+		a, b := msgs[i], msgs[j]
+		if string(a.From) != string(b.From) {
+			return string(a.From) < string(b.From)
+		}
+		if a.Seq != b.Seq {
+			return a.Seq < b.Seq
+		}
+		return a.SentAt < b.SentAt
+	})
+	return msgs
+}
+
+func (c *Collector) persist(msgs []*pb.Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	now := c.cfg.Now()
+	rows := make([]*store.Message, len(msgs))
+	for i, m := range msgs {
+		rows[i] = &store.Message{
+			ID: m.Id, Peer: peer.ID(m.From), SentAt: time.UnixMilli(m.SentAt), At: now,
+			Kind: int32(m.Kind), Body: m.Body, State: store.Received,
+		}
+	}
+	added, err := c.cfg.Store.Receive(rows)
+	if err != nil {
+		return 0, errors.Join(errors.New("inbox: persist fetched messages"), err)
+	}
+	var fresh []*store.Message
+	for i, ok := range added {
+		if ok {
+			fresh = append(fresh, rows[i])
+		}
+	}
+	if len(fresh) > 0 {
+		c.cfg.OnNew(fresh)
+	}
+	return len(fresh), nil
+}
