@@ -292,8 +292,23 @@ func (n *Node) joinSwarm(ctx context.Context) error {
 	for _, err := range errs {
 		n.log.Warn("node: bootstrap peer did not answer", "err", err)
 	}
-	// Fill the routing table now instead of at the first refresh.
-	return n.dht.Bootstrap(ctx)
+	// Fill the routing table now instead of at the first refresh, and wait
+	// (briefly) until it holds someone: lookups made right after Start —
+	// publishing presence, collecting the inbox — need it.
+	if err := n.dht.Bootstrap(ctx); err != nil {
+		return err
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for n.dht.RoutingTable().Size() == 0 {
+		select {
+		case <-cctx.Done():
+			n.log.Warn("node: routing table still empty after joining")
+			return nil
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 func (n *Node) buildHost() (host.Host, error) {

@@ -401,3 +401,68 @@ func TestCLIPresence(t *testing.T) {
 	expectError(t, "no contact request", "requests", "accept", bID, "--home", aHome)
 	expectError(t, "usage: parley status set", "status", "set", "--home", aHome)
 }
+
+// TestCrashBetweenFetchAndDelete: the recipient dies (SIGKILL) after it
+// persisted messages fetched from replicas and before it deleted them
+// there. After a restart nothing is lost and nothing is shown twice.
+func TestCrashBetweenFetchAndDelete(t *testing.T) {
+	dir := t.TempDir()
+	home := func(n string) string { return filepath.Join(dir, n) }
+	ids := map[string]string{}
+	for _, n := range []string{"s0", "r1", "r2", "r3", "a", "b"} {
+		ids[n] = initHome(t, home(n))
+	}
+	s0 := startDaemon(t, home("s0"))
+	for _, n := range []string{"r1", "r2", "r3"} {
+		startDaemon(t, home(n), s0.addr)
+	}
+	startDaemon(t, home("a"), s0.addr)
+	for i := range 3 {
+		out := mustParley(t, "send", "--home", home("a"), ids["b"], fmt.Sprint("kept once ", i))
+		if !strings.HasPrefix(out, "stored ") {
+			t.Fatalf("send to offline b printed %q", out)
+		}
+	}
+	// b starts, fetches, persists, and is killed before deleting.
+	crash := exec.Command(parleyBin, "run", "--home", home("b"), "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--bootstrap", s0.addr)
+	crash.Env = append(os.Environ(), "PARLEY_CRASH_POINT=inbox-after-persist")
+	var log logBuffer
+	crash.Stdout, crash.Stderr = &log, &log
+	if err := crash.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- crash.Wait() }()
+	select {
+	case err := <-done:
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("b did not die by SIGKILL at the crash point: %v\n%s", err, log.String())
+		}
+	case <-time.After(60 * time.Second):
+		crash.Process.Kill()
+		t.Fatalf("b never reached the crash point:\n%s", log.String())
+	}
+	// The replicas still hold the items; b comes back and fetches again.
+	if out := mustParley(t, "inbox", "--home", home("r1"), "--json"); !strings.Contains(out, ids["b"]) {
+		t.Fatalf("r1 holds nothing for b after the crash: %s", out)
+	}
+	startDaemon(t, home("b"), s0.addr)
+	waitFor(t, "b's replicas to be emptied", func() bool {
+		for _, n := range []string{"r1", "r2", "r3"} {
+			if strings.Contains(mustParley(t, "inbox", "--home", home(n), "--json"), ids["b"]) {
+				return false
+			}
+		}
+		return true
+	})
+	h := history(t, home("b"), ids["a"])
+	if len(h) != 3 {
+		t.Fatalf("b shows %d messages after crash and restart, want 3 once each: %+v", len(h), h)
+	}
+	for i, m := range h {
+		if m.Text != fmt.Sprint("kept once ", i) {
+			t.Fatalf("message %d is %q", i, m.Text)
+		}
+	}
+}
