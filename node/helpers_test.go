@@ -1,15 +1,17 @@
 package node
 
 import (
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	kb "github.com/libp2p/go-libp2p-kbucket"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-p2p/parley/identity"
 )
 
-func cryptoMarshal(id *identity.Identity) ([]byte, error) { return crypto.MarshalPrivateKey(id.PrivKey()) }
+func cryptoMarshal(id *identity.Identity) ([]byte, error) {
+	return crypto.MarshalPrivateKey(id.PrivKey())
+}
 
 func protoMarshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
 

@@ -357,4 +357,3 @@ func fakeItem(i int) []byte {
 	raw, _ := protoMarshal(it)
 	return raw
 }
-

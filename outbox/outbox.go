@@ -44,7 +44,7 @@ type Config struct {
 	// stops depositing it (the write quorum w); default 3.
 	Quorum int
 	Now    func() time.Time
-	Logger         *slog.Logger
+	Logger *slog.Logger
 	// OnState is called after each persisted state change. It must not block.
 	OnState func(store.Update)
 }
