@@ -142,3 +142,57 @@ func TestWakeSkipsBackoff(t *testing.T) {
 		t.Fatal("wake reported messages for carol")
 	}
 }
+
+func TestScheduleParksStoredMessages(t *testing.T) {
+	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 10, 3)
+	s.add(qm("bob", 1, t0), t0)
+	s.add(qm("bob", 2, t0), t0)
+	s.take(t0)
+	// Direct failed; the first reached 4 replicas, the second only 1.
+	ups := s.done("bob", []outcome{{replicas: 4, of: 5}, {replicas: 1, of: 5}}, t0)
+	if len(ups) != 2 || ups[0].State != store.Stored || ups[0].Replicas != 4 || ups[1].Replicas != 1 {
+		t.Fatalf("updates %+v", ups)
+	}
+	if s.pending() != 1 {
+		t.Fatalf("pending %d: the well-stored message must be parked, the other kept", s.pending())
+	}
+	// The kept one is tried again after the backoff...
+	if as, _ := s.take(t0); len(as) != 0 {
+		t.Fatal("retried without backing off")
+	}
+	as, _ := s.take(t0.Add(time.Second))
+	if len(as) != 1 || string(as[0].msgs[0].ID) != "2" {
+		t.Fatalf("retry %+v", as)
+	}
+	// ...and once it reaches the quorum it is parked too.
+	s.done("bob", []outcome{{replicas: 3, of: 5}}, t0.Add(time.Second))
+	if s.pending() != 0 {
+		t.Fatal("a message stored at the quorum is still scheduled")
+	}
+	// When bob is seen, parked messages come back for a direct try; a
+	// failed direct try parks them again, without a new deposit.
+	m := qm("bob", 1, t0)
+	m.State = store.Stored
+	s.add(m, t0)
+	as, _ = s.take(t0)
+	if len(as) != 1 {
+		t.Fatal("woken message not tried")
+	}
+	if ups := s.done("bob", []outcome{{}}, t0); len(ups) != 0 || s.pending() != 0 {
+		t.Fatalf("failed direct try of a stored message: %+v, pending %d", ups, s.pending())
+	}
+}
+
+func TestScheduleDropSettled(t *testing.T) {
+	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 10, 3)
+	s.add(qm("bob", 1, t0), t0)
+	s.add(qm("bob", 2, t0), t0)
+	s.drop("bob", map[string]bool{"1": true})
+	if s.pending() != 1 {
+		t.Fatalf("pending %d after a receipt settled one", s.pending())
+	}
+	s.drop("bob", map[string]bool{"2": true})
+	if s.pending() != 0 {
+		t.Fatal("settled message still scheduled")
+	}
+}
