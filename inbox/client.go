@@ -114,9 +114,11 @@ func checkReceipt(rc *pb.Receipt, replica, recipient peer.ID, id []byte) error {
 	return nil
 }
 
-// List asks a replica what it holds for us.
-func (c *Client) List(ctx context.Context, replica peer.ID) ([]*pb.ItemInfo, error) {
-	resp, err := c.call(ctx, replica, &pb.InboxRequest{Op: &pb.InboxRequest_List{List: &pb.ListItems{}}})
+// List asks a replica what it holds for us; with maxData > 0, it sends the
+// items' data too, up to that many bytes.
+func (c *Client) List(ctx context.Context, replica peer.ID, maxData int) ([]*pb.ItemInfo, error) {
+	req := &pb.ListItems{WithData: maxData > 0, MaxBytes: uint32(maxData)}
+	resp, err := c.call(ctx, replica, &pb.InboxRequest{Op: &pb.InboxRequest_List{List: req}})
 	if err != nil {
 		return nil, err
 	}

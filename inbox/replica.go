@@ -32,6 +32,8 @@ const (
 	MaxBatch = 64
 	// IDSize is the size of an item id.
 	IDSize = 16
+	// maxListData bounds the item data sent with a list.
+	maxListData = 1 << 20
 
 	ioTimeout     = 15 * time.Second
 	receiptDomain = "parley/inbox-receipt/v1"
@@ -155,8 +157,17 @@ func (r *Replica) serve(remote peer.ID, req *pb.InboxRequest) (*pb.InboxResponse
 	case *pb.InboxRequest_Handoff:
 		return r.handoff(remote, op.Handoff)
 	case *pb.InboxRequest_List:
-		items, err := r.cfg.Store.Held(remote, nil, false)
-		return itemsResponse(items), err
+		items, err := r.cfg.Store.Held(remote, nil, op.List.WithData)
+		if err != nil {
+			return nil, err
+		}
+		budget := min(int(op.List.MaxBytes), maxListData)
+		for i := range items { // data only as far as the budget goes
+			if budget -= len(items[i].Data); budget < 0 {
+				items[i].Data = nil
+			}
+		}
+		return itemsResponse(items), nil
 	case *pb.InboxRequest_Fetch:
 		if len(op.Fetch.Ids) > MaxBatch {
 			return nil, fmt.Errorf("inbox: fetch of %d items, at most %d at a time", len(op.Fetch.Ids), MaxBatch)
@@ -177,7 +188,7 @@ func (r *Replica) serve(remote peer.ID, req *pb.InboxRequest) (*pb.InboxResponse
 func itemsResponse(items []store.HeldItem) *pb.InboxResponse {
 	resp := ok()
 	for _, it := range items {
-		resp.Items = append(resp.Items, &pb.ItemInfo{Id: it.ID, Size: uint32(len(it.Data)), ExpiresAt: it.Expires.UnixMilli(), Data: it.Data})
+		resp.Items = append(resp.Items, &pb.ItemInfo{Id: it.ID, Size: uint32(it.Size), ExpiresAt: it.Expires.UnixMilli(), Data: it.Data})
 	}
 	return resp
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-p2p/parley/api"
+	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/presence"
 	"github.com/parley-p2p/parley/store"
 )
@@ -144,7 +145,17 @@ func (n *Node) Requests(context.Context) ([]api.Request, error) {
 	}
 	out := make([]api.Request, len(rs))
 	for i, r := range rs {
-		out[i] = api.Request{Peer: r.Peer.String(), First: r.First.UTC().Format(time.RFC3339), Last: r.Last.UTC().Format(time.RFC3339), Messages: r.Messages}
+		out[i] = api.Request{Peer: r.Peer.String(), First: r.First.UTC().Format(time.RFC3339), Last: r.Last.UTC().Format(time.RFC3339)}
+		h, err := n.store.History(r.Peer, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range h {
+			if !m.Outgoing && pb.Kind(m.Kind) == pb.Kind_KIND_TEXT {
+				out[i].Messages++
+				out[i].Last = m.At.UTC().Format(time.RFC3339)
+			}
+		}
 	}
 	return out, nil
 }

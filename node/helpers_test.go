@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-p2p/parley/identity"
+	sealpkg "github.com/parley-p2p/parley/seal"
 )
 
 func cryptoMarshal(id *identity.Identity) ([]byte, error) {
@@ -24,3 +25,7 @@ func closerThanAll(p peer.ID, others []peer.ID, key string) bool {
 	}
 	return true
 }
+
+func keyring(n *Node) sealpkg.Sealer { return sealpkg.NewKeyring(n.id) }
+
+func newID() []byte { return sealpkg.NewID() }

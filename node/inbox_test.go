@@ -294,7 +294,7 @@ func TestReplicaLearnsNothing(t *testing.T) {
 				ids = append(ids, it.ID)
 			}
 		}
-		items, err := c.List(ctx, r)
+		items, err := c.List(ctx, r, 0)
 		if err != nil || len(items) != 0 {
 			t.Fatalf("mallory listed %d items at %s (%v)", len(items), r, err)
 		}

@@ -16,7 +16,7 @@ import (
 
 // benchSwarm is swarm for benchmarks (testing.B has no t.Fatal-free path
 // through the test helpers).
-func benchSwarm(b *testing.B, n int) []*Node {
+func benchSwarm(b *testing.B, n int, tune ...func(*Config)) []*Node {
 	b.Helper()
 	dir := b.TempDir()
 	var nodes []*Node
@@ -30,6 +30,9 @@ func benchSwarm(b *testing.B, n int) []*Node {
 		cfg.Presence.Retry = 500 * time.Millisecond
 		if i > 0 {
 			cfg.Bootstrap = []string{nodes[0].Addrs()[0].String()}
+		}
+		for _, f := range tune {
+			f(&cfg)
 		}
 		nd, err := New(cfg)
 		if err != nil {

@@ -17,6 +17,7 @@ var bucketHoldings = []byte("holdings") // recipient -> bucket of item id -> Hel
 // HeldItem is one item held for a recipient.
 type HeldItem struct {
 	ID       []byte    `json:"-"`
+	Size     int       `json:"-"` // len(Data) as stored, also when Data is left out
 	Data     []byte    `json:"data,omitempty"`
 	Expires  time.Time `json:"expires"`
 	Received time.Time `json:"received"`
@@ -74,6 +75,7 @@ func (s *Store) Held(recipient peer.ID, ids [][]byte, withData bool) ([]HeldItem
 				return fmt.Errorf("store: corrupt held item: %w", err)
 			}
 			it.ID = append([]byte(nil), k...)
+			it.Size = len(it.Data)
 			if !withData {
 				it.Data = nil
 			}

@@ -97,8 +97,20 @@ type Request struct {
 	Messages int       `json:"messages"`
 }
 
-// NoteRequest records a message from a stranger.
+// NoteRequest records that a stranger wrote, the first time only: a
+// stranger's later messages cost no write (their count and time are in the
+// history).
 func (s *Store) NoteRequest(p peer.ID, at time.Time) error {
+	known := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketRequests); b != nil {
+			known = b.Get([]byte(p)) != nil
+		}
+		return nil
+	})
+	if known {
+		return nil
+	}
 	return s.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketRequests)
 		if err != nil {

@@ -377,9 +377,13 @@ func (x *Deposit) GetTtlSeconds() uint32 {
 	return 0
 }
 
-// ListItems asks what is held for the authenticated remote peer.
+// ListItems asks what is held for the authenticated remote peer. With
+// with_data the replica sends the items themselves too, as many as fit in
+// max_bytes (at most 1 MiB), so that one round trip usually fetches all.
 type ListItems struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	WithData      bool                   `protobuf:"varint,1,opt,name=with_data,json=withData,proto3" json:"with_data,omitempty"`
+	MaxBytes      uint32                 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +416,20 @@ func (x *ListItems) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListItems.ProtoReflect.Descriptor instead.
 func (*ListItems) Descriptor() ([]byte, []int) {
 	return file_inbox_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListItems) GetWithData() bool {
+	if x != nil {
+		return x.WithData
+	}
+	return false
+}
+
+func (x *ListItems) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
 }
 
 // FetchItems asks for held items by id (the remote peer's own only).
@@ -857,8 +875,10 @@ const file_inbox_proto_rawDesc = "" +
 	"\trecipient\x18\x01 \x01(\fR\trecipient\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\fR\x04item\x12\x1f\n" +
 	"\vttl_seconds\x18\x03 \x01(\rR\n" +
-	"ttlSeconds\"\v\n" +
-	"\tListItems\"\x1e\n" +
+	"ttlSeconds\"E\n" +
+	"\tListItems\x12\x1b\n" +
+	"\twith_data\x18\x01 \x01(\bR\bwithData\x12\x1b\n" +
+	"\tmax_bytes\x18\x02 \x01(\rR\bmaxBytes\"\x1e\n" +
 	"\n" +
 	"FetchItems\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\"\x1f\n" +
