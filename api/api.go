@@ -21,6 +21,17 @@ type Identity struct {
 	Addrs []string `json:"addrs"`
 }
 
+// NodeInfo is how the node is doing.
+type NodeInfo struct {
+	Identity
+	RoutingTable int    `json:"routing_table"` // peers in the DHT routing table
+	Connected    int    `json:"connected"`     // peers with a live connection
+	DHTMode      string `json:"dht_mode"`
+	Status       string `json:"status"` // the user's presence status
+	Outbox       int    `json:"outbox"` // messages not yet delivered
+	Held         int    `json:"held"`   // items held for others as a replica
+}
+
 // Message is one history entry as the API shows it.
 type Message struct {
 	ID        string `json:"id"` // hex
@@ -127,6 +138,7 @@ type Backend interface {
 	Messaging
 	Buddies
 	Identity() Identity
+	Info(ctx context.Context) (NodeInfo, error)
 	Subscribe() (events <-chan Event, cancel func())
 }
 

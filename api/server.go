@@ -55,6 +55,10 @@ func NewServer(addr string, b Backend, log *slog.Logger) (*Server, error) {
 	s := &Server{backend: b, token: hex.EncodeToString(tok), log: log, ln: ln, quit: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/id", s.getID)
+	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
+		info, err := s.backend.Info(r.Context())
+		s.answer(w, info, err)
+	})
 	mux.HandleFunc("POST /v1/messages", s.postMessage)
 	mux.HandleFunc("GET /v1/history/{peer}", s.getHistory)
 	mux.HandleFunc("GET /v1/outbox", s.getOutbox)

@@ -21,6 +21,7 @@ type fake struct {
 	hub *api.Hub
 }
 
+func (f *fake) Info(context.Context) (api.NodeInfo, error) { return api.NodeInfo{}, nil }
 func (f *fake) Identity() api.Identity {
 	return api.Identity{ID: "me", Addrs: []string{"/ip4/127.0.0.1/tcp/1"}}
 }

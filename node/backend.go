@@ -337,3 +337,18 @@ func (n *Node) Inbox(ctx context.Context) (api.InboxView, error) {
 	v.Outbox = out
 	return v, err
 }
+
+// Info is how the node is doing: DHT, connections, presence, queues.
+func (n *Node) Info(ctx context.Context) (api.NodeInfo, error) {
+	st, _, _ := n.presence.Status()
+	info := api.NodeInfo{
+		Identity: n.Identity(), RoutingTable: n.dht.RoutingTable().Size(),
+		Connected: len(n.host.Network().Peers()), DHTMode: dhtModeName(n.dht.Mode()), Status: string(st),
+	}
+	out, err := n.Outbox(ctx)
+	info.Outbox = len(out)
+	for _, t := range n.replica.Totals() {
+		info.Held += t.Items
+	}
+	return info, err
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -421,4 +422,14 @@ func (n *Node) Addrs() []ma.Multiaddr {
 	ai := peer.AddrInfo{ID: n.id.ID(), Addrs: n.host.Addrs()}
 	out, _ := peer.AddrInfoToP2pAddrs(&ai)
 	return out
+}
+
+func dhtModeName(m kaddht.ModeOpt) string {
+	switch m {
+	case kaddht.ModeServer:
+		return "server"
+	case kaddht.ModeClient:
+		return "client"
+	}
+	return "auto"
 }

@@ -206,3 +206,9 @@ func (c *Client) Inbox(ctx context.Context) (api.InboxView, error) {
 	var v api.InboxView
 	return v, c.do(ctx, http.MethodGet, "/v1/inbox", nil, &v)
 }
+
+// Info returns how the node is doing.
+func (c *Client) Info(ctx context.Context) (api.NodeInfo, error) {
+	var v api.NodeInfo
+	return v, c.do(ctx, http.MethodGet, "/v1/node", nil, &v)
+}
