@@ -466,3 +466,71 @@ func TestCrashBetweenFetchAndDelete(t *testing.T) {
 		}
 	}
 }
+
+func TestDemo(t *testing.T) {
+	r := parley(t, "demo")
+	if r.code != 0 {
+		t.Fatalf("parley demo failed (%d):\n%s%s", r.code, r.out, r.err)
+	}
+	for _, want := range []string{"alex sees oscar: offline", "stored 5/5", "delivered and read", "All steps passed"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, r.out)
+		}
+	}
+}
+
+// TestSwarm starts a 5-node swarm with the built binary, joins it from
+// another home, messages a swarm node, and stops it with Ctrl-C.
+func TestSwarm(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "swarm")
+	sw := exec.Command(parleyBin, "swarm", "--nodes", "5", "--dir", dir, "--json")
+	var out, errb logBuffer
+	sw.Stdout, sw.Stderr = &out, &errb
+	if err := sw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- sw.Wait() }()
+	defer func() {
+		sw.Process.Kill()
+	}()
+	var state swarmState
+	waitFor(t, "the swarm to come up", func() bool {
+		return json.Unmarshal([]byte(out.String()), &state) == nil && len(state.Nodes) == 5
+	})
+	if r := parley(t, "swarm", "status", "--dir", dir); r.code != 0 || strings.Count(r.out, " up ") != 5 {
+		t.Fatalf("swarm status (%d): %s%s", r.code, r.out, r.err)
+	}
+	expectError(t, "already running", "swarm", "--nodes", "2", "--dir", dir)
+	expectError(t, "out of range", "swarm", "--nodes", "1000", "--dir", filepath.Join(dir, "other"))
+
+	// A node from elsewhere joins and talks to node3.
+	home := filepath.Join(t.TempDir(), "joiner")
+	initHome(t, home)
+	startDaemon(t, home, state.Nodes[0].Listen)
+	if out := mustParley(t, "send", "--home", home, state.Nodes[2].ID, "hello swarm"); !strings.HasPrefix(out, "delivered ") {
+		t.Fatalf("joiner's send: %q", out)
+	}
+	joinerID := strings.TrimSpace(strings.Split(mustParley(t, "id", "--home", home), "\n")[0])
+	if h := history(t, state.Nodes[2].Home, joinerID); len(h) != 1 || h[0].Text != "hello swarm" {
+		t.Fatalf("node3's history: %+v", h)
+	}
+	if out := mustParley(t, "send", "--home", state.Nodes[4].Home, joinerID, "welcome"); !strings.HasPrefix(out, "delivered ") {
+		t.Fatalf("node5's send to the joiner: %q", out)
+	}
+
+	sw.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the swarm did not stop on Ctrl-C")
+	}
+	for _, nd := range state.Nodes {
+		if syscall.Kill(nd.PID, 0) == nil {
+			t.Errorf("%s (pid %d) is still running after Ctrl-C", nd.Name, nd.PID)
+		}
+	}
+	if r := parley(t, "swarm", "status", "--dir", dir); r.code == 0 {
+		t.Fatal("swarm status succeeds after the swarm stopped")
+	}
+}
