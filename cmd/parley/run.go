@@ -19,6 +19,7 @@ func newRun(g *globals) *cobra.Command {
 	var apiAddr, dhtMode, logLevel string
 	var lifetime, republish time.Duration
 	var readReceipts bool
+	var inboxEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the node until interrupted (SIGINT or SIGTERM)",
@@ -35,6 +36,10 @@ func newRun(g *globals) *cobra.Command {
 			cfg := node.Config{Home: g.home, Listen: listen, Bootstrap: bootstrap, DHTMode: dhtMode, Logger: log}
 			cfg.Presence.Lifetime, cfg.Presence.Republish = lifetime, republish
 			cfg.Inbox.NoReadReceipts = !readReceipts
+			if inboxEvery < time.Second {
+				return fmt.Errorf("--inbox-interval %v is too short; use 1s or more", inboxEvery)
+			}
+			cfg.Inbox.Collect = inboxEvery
 			if os.Getenv("PARLEY_CRASH_POINT") == "inbox-after-persist" {
 				// For crash tests: die the hard way between persisting
 				// fetched messages and deleting them at the replicas.
@@ -84,6 +89,7 @@ func newRun(g *globals) *cobra.Command {
 	f.StringVar(&apiAddr, "api", "127.0.0.1:0", "address of the local API (loopback only; port 0 picks one)")
 	f.StringVar(&dhtMode, "dht-mode", "server", "DHT mode: server, client or auto")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.DurationVar(&inboxEvery, "inbox-interval", time.Minute, "how often to fetch messages waiting at replicas (also done on start and on reconnect)")
 	f.BoolVar(&readReceipts, "read-receipts", true, "tell senders when you have read their messages")
 	f.DurationVar(&lifetime, "presence-lifetime", 30*time.Minute, "how long a published presence record is valid")
 	f.DurationVar(&republish, "presence-republish", 10*time.Minute, "how often the presence record is published again")
