@@ -204,3 +204,13 @@ func (n *Node) AnswerRequest(ctx context.Context, who, action, name string) erro
 	}
 	return n.presence.PolicyChanged()
 }
+
+// LookupPresence fetches p's presence from the DHT, never from the cache
+// (the simulation and benchmarks measure lookups with it).
+func (n *Node) LookupPresence(ctx context.Context, p peer.ID) (api.Presence, error) {
+	v, err := n.presence.Lookup(ctx, p)
+	if err != nil {
+		return api.Presence{}, err
+	}
+	return presenceView(v, ""), nil
+}

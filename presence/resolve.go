@@ -47,12 +47,12 @@ func (s *Service) Resolve(ctx context.Context, p peer.ID) (View, error) {
 	if c != nil && watched && now.Before(until) && now.Before(c.view.Expires) {
 		return c.view, nil
 	}
-	return s.lookup(ctx, p)
+	return s.Lookup(ctx, p)
 }
 
-// lookup fetches p's record from the DHT, whose validator has already
+// Lookup fetches p's record from the DHT, whose validator has already
 // checked it; it is checked again here before it is believed.
-func (s *Service) lookup(ctx context.Context, p peer.ID) (View, error) {
+func (s *Service) Lookup(ctx context.Context, p peer.ID) (View, error) {
 	raw, err := s.cfg.DHT.GetValue(ctx, Key(p))
 	if errors.Is(err, routing.ErrNotFound) {
 		s.forget(p)

@@ -1,0 +1,268 @@
+package sim
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/metrics"
+
+	"github.com/parley-p2p/parley/api"
+)
+
+// Result is what a run measured.
+type Result struct {
+	Digest    string        `json:"digest"`
+	Nodes     int           `json:"nodes"`
+	Simulated time.Duration `json:"simulated_ns"`
+	Wall      time.Duration `json:"wall_ns"`
+
+	Sent       int     `json:"sent"`        // messages written while the sender was up
+	Delivered  int     `json:"delivered"`   // shown at the recipient
+	ShownTwice int     `json:"shown_twice"` // shown more than once (must be 0)
+	Ratio      float64 `json:"delivery_ratio"`
+
+	Direct Latency `json:"direct_latency"` // send → shown, messages that went directly
+	Inbox  Latency `json:"inbox_latency"`  // send → shown, messages that went through replicas
+
+	ResolveTries   int     `json:"resolve_tries"`
+	ResolveSuccess float64 `json:"resolve_success"`
+	Resolve        Latency `json:"resolve_latency"`
+	Notify         Latency `json:"notify_latency"` // status set → a watcher's view changed
+
+	BytesPerNode    float64   `json:"bytes_sent_per_node"`
+	MaxHeldItems    int       `json:"max_held_items"` // items held by replicas at once, all nodes
+	MaxHeldBytes    int64     `json:"max_held_bytes"`
+	MemPerNode      float64   `json:"mem_per_node_bytes"` // peak heap+stack in use / nodes up
+	GoroutinesNode  float64   `json:"goroutines_per_node"`
+	Samples         []Sample  `json:"samples"`
+	Notes           []string  `json:"notes,omitempty"`
+	DeliveryLatency []float64 `json:"-"` // seconds, every delivery, for the report's CDF
+	DirectCDF       []float64 `json:"-"`
+	InboxCDF        []float64 `json:"-"`
+}
+
+// Latency is a distribution's summary, in milliseconds.
+type Latency struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50_ms"`
+	P95 float64 `json:"p95_ms"`
+	P99 float64 `json:"p99_ms"`
+}
+
+// Sample is the state at one moment of simulated time.
+type Sample struct {
+	At         time.Duration `json:"at_ns"`
+	Up         int           `json:"up"`
+	Delivered  int           `json:"delivered"`
+	Sent       int           `json:"sent"`
+	MemPerNode float64       `json:"mem_per_node_bytes"`
+	Goroutines int           `json:"goroutines"`
+	HeldItems  int           `json:"held_items"`
+}
+
+func summarize(d []time.Duration) (Latency, []float64) {
+	if len(d) == 0 {
+		return Latency{}, nil
+	}
+	slices.Sort(d)
+	ms := func(q float64) float64 { return float64(d[int(q*float64(len(d)-1))]) / float64(time.Millisecond) }
+	secs := make([]float64, len(d))
+	for i, v := range d {
+		secs[i] = v.Seconds()
+	}
+	return Latency{N: len(d), P50: ms(0.5), P95: ms(0.95), P99: ms(0.99)}, secs
+}
+
+// recorder collects what the nodes report, from many goroutines.
+type recorder struct {
+	mu        sync.Mutex
+	startedAt time.Time
+	sends     map[string]*sendRec // by message text
+	shown     map[string]int
+	stored    map[string]bool
+	status    map[string]time.Time // status note -> when set
+	notified  map[string]bool      // note|watcher seen
+	notify    []time.Duration
+	resolves  []time.Duration
+	resolveOK int
+	tries     int
+	cancels   []func()
+	bytesDone int64 // traffic of node runs that ended
+	bw        []*metrics.BandwidthCounter
+	samples   []Sample
+	notes     []string
+	direct    []time.Duration
+	inbox     []time.Duration
+}
+
+type sendRec struct {
+	from, to int
+	at       time.Time
+}
+
+func newRecorder(n int) *recorder {
+	return &recorder{
+		sends: map[string]*sendRec{}, shown: map[string]int{}, stored: map[string]bool{},
+		status: map[string]time.Time{}, notified: map[string]bool{}, cancels: make([]func(), n),
+	}
+}
+
+func (r *recorder) setCancel(i int, c func()) {
+	r.mu.Lock()
+	r.cancels[i] = c
+	r.mu.Unlock()
+}
+
+func (r *recorder) cancel(i int) {
+	r.mu.Lock()
+	c := r.cancels[i]
+	r.cancels[i] = nil
+	r.mu.Unlock()
+	if c != nil {
+		c()
+	}
+}
+
+func (r *recorder) stopped(i int, bw *metrics.BandwidthCounter) {
+	if bw == nil {
+		return
+	}
+	r.mu.Lock()
+	r.bytesDone += bw.GetBandwidthTotals().TotalOut
+	r.mu.Unlock()
+}
+
+func (r *recorder) note(s string) {
+	r.mu.Lock()
+	r.notes = append(r.notes, s)
+	r.mu.Unlock()
+}
+
+func (r *recorder) sent(text string, from, to int, at time.Time) {
+	r.mu.Lock()
+	r.sends[text] = &sendRec{from: from, to: to, at: at}
+	r.mu.Unlock()
+}
+
+func (r *recorder) statusSet(i int, note string, at time.Time) {
+	r.mu.Lock()
+	r.status[note] = at
+	r.mu.Unlock()
+}
+
+func (r *recorder) resolved(ok bool, d time.Duration) {
+	r.mu.Lock()
+	r.tries++
+	if ok {
+		r.resolveOK++
+		r.resolves = append(r.resolves, d)
+	}
+	r.mu.Unlock()
+}
+
+// event takes one live event from node i.
+func (r *recorder) event(i int, e api.Event, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case e.Type == "message" && e.Message != nil:
+		s := r.sends[e.Message.Text]
+		if s == nil || s.to != i {
+			return
+		}
+		r.shown[e.Message.Text]++
+		if r.shown[e.Message.Text] == 1 {
+			if r.stored[e.Message.Text] {
+				r.inbox = append(r.inbox, at.Sub(s.at))
+			} else {
+				r.direct = append(r.direct, at.Sub(s.at))
+			}
+		}
+	case e.Type == "state" && e.Message != nil && e.Message.State == "stored":
+		r.stored[e.Message.Text] = true
+	case e.Type == "presence" && e.Presence != nil:
+		set, ok := r.status[e.Presence.Note]
+		key := e.Presence.Note + "|" + fmt.Sprint(i)
+		if ok && !r.notified[key] && e.Presence.Source == "notify" {
+			r.notified[key] = true
+			r.notify = append(r.notify, at.Sub(set))
+		}
+	}
+}
+
+func (r *recorder) sample(at time.Duration, w *world) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s := Sample{At: at, Goroutines: runtime.NumGoroutine()}
+	w.mu.Lock()
+	for _, n := range w.nodes {
+		if n != nil {
+			s.Up++
+			info, err := n.Info(w.ctx)
+			if err == nil {
+				s.HeldItems += info.Held
+			}
+		}
+	}
+	w.mu.Unlock()
+	if s.Up > 0 {
+		s.MemPerNode = float64(ms.HeapInuse+ms.StackInuse) / float64(s.Up)
+	}
+	r.mu.Lock()
+	s.Sent = len(r.sends)
+	for _, c := range r.shown {
+		if c > 0 {
+			s.Delivered++
+		}
+	}
+	r.samples = append(r.samples, s)
+	r.mu.Unlock()
+}
+
+func (r *recorder) progress(at, end time.Duration) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.samples) == 0 {
+		return ""
+	}
+	s := r.samples[len(r.samples)-1]
+	return fmt.Sprintf("sim %v / %v: %d nodes up, %d/%d delivered, %.1f MB and %d goroutines per node   ",
+		at.Round(time.Second), end.Round(time.Second), s.Up, s.Delivered, s.Sent, s.MemPerNode/1e6, s.Goroutines/max(s.Up, 1))
+}
+
+func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := &Result{Digest: p.Digest(), Nodes: p.Scenario.Nodes, Simulated: simulated, Sent: len(r.sends), Samples: r.samples, Notes: r.notes}
+	for _, c := range r.shown {
+		if c > 0 {
+			res.Delivered++
+		}
+		if c > 1 {
+			res.ShownTwice++
+		}
+	}
+	if res.Sent > 0 {
+		res.Ratio = float64(res.Delivered) / float64(res.Sent)
+	}
+	res.Direct, res.DirectCDF = summarize(r.direct)
+	res.Inbox, res.InboxCDF = summarize(r.inbox)
+	res.Notify, _ = summarize(r.notify)
+	res.Resolve, _ = summarize(r.resolves)
+	res.ResolveTries = r.tries
+	if r.tries > 0 {
+		res.ResolveSuccess = float64(r.resolveOK) / float64(r.tries)
+	}
+	for _, s := range r.samples {
+		res.MemPerNode = max(res.MemPerNode, s.MemPerNode)
+		if s.Up > 0 {
+			res.GoroutinesNode = max(res.GoroutinesNode, float64(s.Goroutines)/float64(s.Up))
+		}
+		res.MaxHeldItems = max(res.MaxHeldItems, s.HeldItems)
+	}
+	res.BytesPerNode = float64(r.bytesDone) / float64(p.Scenario.Nodes)
+	return res
+}

@@ -1,0 +1,350 @@
+package sim
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/x/simlibp2p"
+	"github.com/marcopolo/simnet"
+
+	"github.com/parley-p2p/parley/api"
+	"github.com/parley-p2p/parley/identity"
+	"github.com/parley-p2p/parley/node"
+)
+
+// Options are how to run a plan (not what: that is the plan).
+type Options struct {
+	Dir      string        // where the nodes' homes go; default a temporary directory
+	Progress io.Writer     // a progress line per sample; nil for none
+	Sample   time.Duration // simulated time between samples; default 1 min
+}
+
+// world is one run: the simulated network and the nodes on it.
+type world struct {
+	plan *Plan
+	opt  Options
+	ctx  context.Context
+	nw   *simnet.Simnet
+	ids  []*identity.Identity
+	boot string
+
+	mu      sync.Mutex
+	nodes   []*node.Node // nil while a node is down
+	bw      []*metrics.BandwidthCounter
+	ipNode  map[string]int
+	nextIP  int
+	cut     bool
+	watches sync.WaitGroup
+
+	rec *recorder
+}
+
+// Run executes the plan and returns what it measured. It must run inside a
+// synctest bubble (the simulated network keeps virtual time).
+func Run(ctx context.Context, plan *Plan, opt Options) (*Result, error) {
+	if opt.Sample == 0 {
+		opt.Sample = time.Minute
+	}
+	if opt.Dir == "" {
+		dir, err := os.MkdirTemp("", "parley-sim-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		opt.Dir = dir
+	}
+	sc := plan.Scenario
+	w := &world{
+		plan: plan, opt: opt, ctx: ctx,
+		nodes: make([]*node.Node, sc.Nodes), bw: make([]*metrics.BandwidthCounter, sc.Nodes),
+		ipNode: map[string]int{}, rec: newRecorder(sc.Nodes),
+	}
+	w.nw = &simnet.Simnet{LatencyFunc: w.latency, Logger: slog.New(slog.DiscardHandler)}
+	w.nw.Start()
+	defer w.nw.Close()
+	wallStart, simStart := wallNow(), time.Now()
+	for i := range sc.Nodes {
+		w.ids = append(w.ids, identityFor(sc.Seed, i))
+	}
+	defer w.stopAll()
+	for i := range sc.Nodes {
+		if err := w.start(i); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.befriend(); err != nil {
+		return nil, err
+	}
+	w.rec.startedAt = time.Now()
+	result := w.play(simStart)
+	w.stopAll()
+	w.watches.Wait()
+	result.Wall = wallNow() - wallStart
+	return result, nil
+}
+
+// identityFor derives node i's key from the seed: the same seed, the same
+// peer IDs, and so the same DHT neighbourhoods.
+func identityFor(seed uint64, i int) *identity.Identity {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], seed)
+	binary.BigEndian.PutUint64(b[8:], uint64(i))
+	s := sha256.Sum256(b[:])
+	priv, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(s[:]))
+	if err != nil {
+		panic(err)
+	}
+	id, err := identity.FromKey(priv)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// latency routes a packet: each end's class adds its one-way latency, and
+// a packet across a partition is held far past the end of the run.
+func (w *world) latency(p *simnet.Packet) time.Duration {
+	w.mu.Lock()
+	from, okf := w.ipNode[p.From.(*net.UDPAddr).IP.String()]
+	to, okt := w.ipNode[p.To.(*net.UDPAddr).IP.String()]
+	cut := w.cut
+	w.mu.Unlock()
+	if !okf || !okt {
+		return w.plan.Scenario.ServerLatency
+	}
+	if cut && w.plan.Side[from] != w.plan.Side[to] {
+		return 1000 * time.Hour
+	}
+	return w.oneWay(from) + w.oneWay(to)
+}
+
+func (w *world) oneWay(i int) time.Duration {
+	if w.plan.Client[i] {
+		return w.plan.Scenario.ClientLatency / 2
+	}
+	return w.plan.Scenario.ServerLatency / 2
+}
+
+// start runs node i (again) on a fresh address, with its home kept.
+func (w *world) start(i int) error {
+	sc := w.plan.Scenario
+	w.mu.Lock()
+	w.nextIP++
+	ip := simnet.IntToPublicIPv4(w.nextIP)
+	w.ipNode[ip.String()] = i
+	w.mu.Unlock()
+	bwidth := sc.ServerBandwidth
+	if w.plan.Client[i] {
+		bwidth = sc.ClientBandwidth
+	}
+	link := simnet.NodeBiDiLinkSettings{Downlink: simnet.LinkSettings{BitsPerSecond: bwidth}, Uplink: simnet.LinkSettings{BitsPerSecond: bwidth}}
+	cm, err := connmgr.NewConnManager(sc.ConnLow, sc.ConnHigh, connmgr.WithGracePeriod(30*time.Second))
+	if err != nil {
+		return err
+	}
+	bw := metrics.NewBandwidthCounter()
+	h, err := libp2p.New(
+		libp2p.Identity(w.ids[i].PrivKey()),
+		libp2p.ListenAddrStrings(fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", ip)),
+		libp2p.Transport(libp2pquic.NewTransport),
+		simlibp2p.QUICSimnet(w.nw, link),
+		libp2p.DisableIdentifyAddressDiscovery(),
+		libp2p.ResourceManager(&network.NullResourceManager{}),
+		libp2p.ConnectionManager(cm),
+		libp2p.BandwidthReporter(bw),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+	)
+	if err != nil {
+		return fmt.Errorf("sim: host %d: %w", i, err)
+	}
+	cfg := node.Config{
+		Home: filepath.Join(w.opt.Dir, fmt.Sprint("n", i)), Identity: w.ids[i], Host: h,
+		DHTMode: "server", Logger: slog.New(slog.DiscardHandler),
+	}
+	if w.plan.Client[i] {
+		cfg.DHTMode = "client"
+	}
+	if i > 0 {
+		cfg.Bootstrap = []string{w.boot}
+	}
+	n, err := node.New(cfg)
+	if err == nil {
+		err = n.Start(w.ctx)
+	}
+	if err != nil {
+		h.Close()
+		return fmt.Errorf("sim: node %d: %w", i, err)
+	}
+	if i == 0 && w.boot == "" {
+		w.boot = n.Addrs()[0].String()
+	}
+	events, cancel := n.Subscribe()
+	w.mu.Lock()
+	w.nodes[i], w.bw[i] = n, bw
+	w.mu.Unlock()
+	w.rec.setCancel(i, cancel)
+	w.watches.Add(1)
+	go func() {
+		defer w.watches.Done()
+		for e := range events {
+			w.rec.event(i, e, time.Now())
+		}
+	}()
+	return nil
+}
+
+func (w *world) stop(i int) {
+	w.mu.Lock()
+	n := w.nodes[i]
+	w.nodes[i] = nil
+	bw := w.bw[i]
+	w.mu.Unlock()
+	if n == nil {
+		return
+	}
+	host := n.Host()
+	n.Close()
+	host.Close()
+	w.rec.stopped(i, bw)
+	w.rec.cancel(i)
+}
+
+func (w *world) stopAll() {
+	for i := range w.nodes {
+		w.stop(i)
+	}
+}
+
+// befriend makes every planned contact mutual.
+func (w *world) befriend() error {
+	for i, cs := range w.plan.Contacts {
+		for _, j := range cs {
+			for _, pair := range [][2]int{{i, j}, {j, i}} {
+				a, b := pair[0], pair[1]
+				if _, err := w.nodes[a].AddContact(w.ctx, api.Contact{Name: fmt.Sprint("n", b), ID: w.ids[b].ID().String()}); err != nil {
+					return fmt.Errorf("sim: contacts: %w", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (w *world) up(i int) *node.Node {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.nodes[i]
+}
+
+// play runs the events in simulated time and samples as it goes.
+func (w *world) play(start time.Time) *Result {
+	var wg sync.WaitGroup
+	next := time.Duration(0)
+	sample := func() {
+		w.rec.sample(time.Since(start), w)
+		if w.opt.Progress != nil {
+			fmt.Fprintf(w.opt.Progress, "\r%s", w.rec.progress(time.Since(start), w.plan.End()))
+		}
+	}
+	waitUntil := func(at time.Duration) {
+		for {
+			d := at - time.Since(start)
+			if d <= 0 {
+				return
+			}
+			if ns := next - time.Since(start); ns <= d {
+				time.Sleep(max(ns, 0))
+				sample()
+				next += w.opt.Sample
+				continue
+			}
+			time.Sleep(d)
+		}
+	}
+	for idx, e := range w.plan.Events {
+		waitUntil(e.At)
+		switch e.Kind {
+		case Send:
+			n := w.up(e.Node)
+			if n == nil {
+				continue // the sender is away: nothing to send
+			}
+			w.rec.sent(e.Text, e.Node, e.To, time.Now())
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.Send(w.ctx, api.SendRequest{To: w.ids[e.To].ID().String(), Text: e.Text})
+			}()
+		case Status:
+			if n := w.up(e.Node); n != nil {
+				note := fmt.Sprint("s", idx)
+				w.rec.statusSet(e.Node, note, time.Now())
+				n.SetStatus(w.ctx, api.StatusRequest{Status: e.Text, Note: note})
+				// A contact looks the node up, as a person opening its profile would.
+				if c := w.plan.Contacts[e.Node]; len(c) > 0 {
+					if looker := w.up(c[idx%len(c)]); looker != nil {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							t0 := time.Now()
+							p, err := looker.LookupPresence(w.ctx, w.ids[e.Node].ID())
+							w.rec.resolved(err == nil && p.Status != "offline", time.Since(t0))
+						}()
+					}
+				}
+			}
+		case Leave:
+			w.stop(e.Node)
+		case Rejoin:
+			if err := w.start(e.Node); err != nil {
+				w.rec.note(fmt.Sprintf("rejoin of node %d failed: %v", e.Node, err))
+			}
+		case Cut:
+			w.mu.Lock()
+			w.cut = true
+			w.mu.Unlock()
+		case Heal:
+			w.mu.Lock()
+			w.cut = false
+			w.mu.Unlock()
+		}
+	}
+	waitUntil(w.plan.End())
+	sample()
+	wg.Wait()
+	if w.opt.Progress != nil {
+		fmt.Fprintln(w.opt.Progress)
+	}
+	return w.rec.result(w.plan, time.Since(start))
+}
+
+// Prepare must be called once, outside any synctest bubble, before Run:
+// libp2p's bandwidth counters share one background goroutine that lives for
+// the whole process, and it must not be born inside a bubble (a bubble ends
+// only when all its goroutines do).
+func Prepare() {
+	prepareOnce.Do(func() {
+		c := metrics.NewBandwidthCounter()
+		c.LogSentMessage(1)
+		c.GetBandwidthTotals()
+	})
+}
+
+var prepareOnce sync.Once
