@@ -248,6 +248,12 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 	if res.Sent > 0 {
 		res.Ratio = float64(res.Delivered) / float64(res.Sent)
 	}
+	for text, sr := range r.sends {
+		if r.shown[text] == 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("not delivered: %s from node %d to node %d, sent at %v (stored at replicas: %v)",
+				text, sr.from, sr.to, sr.at.Sub(r.startedAt).Round(time.Second), r.stored[text]))
+		}
+	}
 	res.Direct, res.DirectCDF = summarize(r.direct)
 	res.Inbox, res.InboxCDF = summarize(r.inbox)
 	res.Notify, _ = summarize(r.notify)

@@ -185,17 +185,20 @@ func (w *world) start(i int) error {
 		cfg.Bootstrap = []string{w.boot}
 	}
 	n, err := node.New(cfg)
-	if err == nil {
-		err = n.Start(w.ctx)
-	}
 	if err != nil {
+		h.Close()
+		return fmt.Errorf("sim: node %d: %w", i, err)
+	}
+	// Listen before starting: a returning node collects its inbox at once.
+	events, cancel := n.Subscribe()
+	if err := n.Start(w.ctx); err != nil {
+		cancel()
 		h.Close()
 		return fmt.Errorf("sim: node %d: %w", i, err)
 	}
 	if i == 0 && w.boot == "" {
 		w.boot = n.Addrs()[0].String()
 	}
-	events, cancel := n.Subscribe()
 	w.mu.Lock()
 	w.nodes[i], w.bw[i] = n, bw
 	w.mu.Unlock()

@@ -81,7 +81,7 @@ func newRoot() *cobra.Command {
 		newInit(g), newID(g), newRun(g), newSend(g), newHistory(g),
 		newContacts(g), newOutbox(g), newEvents(g), newDemo(g),
 		newStatus(g), newWhois(g), newVisibility(g), newRequests(g), newInbox(g),
-		newSwarm(g),
+		newSwarm(g), newSim(g),
 	)
 	return root
 }

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/parley-p2p/parley/sim"
+)
+
+func newSim(g *globals) *cobra.Command {
+	var sc sim.Scenario
+	var report string
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Simulate a swarm of real Parley nodes in one process, in virtual time",
+		Long: "Run N real Parley nodes over a simulated network in virtual time, with churn, an optional\n" +
+			"partition, and a message and presence workload fixed by --seed. Prints the plan's digest,\n" +
+			"a progress line on stderr, then the results (--json for machine-readable output;\n" +
+			"--report FILE.html for a page with plots). See docs/simulation.md.",
+		Args: exactArgs(0, "sim [--nodes N] [--duration D] [--seed S] [--json] [--report FILE.html] …"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			plan, err := sim.NewPlan(sc)
+			if err != nil {
+				return fmt.Errorf("sim: %w", err)
+			}
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			fmt.Fprintf(stderr, "plan %s: %d nodes, %d events, %v of workload\n", plan.Digest(), plan.Scenario.Nodes, len(plan.Events), plan.Scenario.Duration)
+			if report != "" {
+				f, err := os.Create(report)
+				if err != nil {
+					return err
+				}
+				f.Close()
+			}
+			sim.Prepare()
+			// Ctrl-C ends a simulation at once: there is nothing to save.
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			return inBubble(func() error {
+				// A context from outside the bubble would stall virtual time
+				// (waiting on it is not "durably blocked"): make one inside.
+				res, err := sim.Run(context.Background(), plan, sim.Options{Progress: stderr})
+				if err != nil {
+					return err
+				}
+				if report != "" {
+					f, err := os.Create(report)
+					if err != nil {
+						return err
+					}
+					if err := sim.WriteReport(f, res); err != nil {
+						f.Close()
+						return err
+					}
+					if err := f.Close(); err != nil {
+						return err
+					}
+				}
+				if g.json {
+					return json.NewEncoder(stdout).Encode(res)
+				}
+				printSim(stdout, res)
+				if res.Delivered != res.Sent || res.ShownTwice > 0 {
+					return fmt.Errorf("invariant broken: %d of %d delivered, %d shown twice", res.Delivered, res.Sent, res.ShownTwice)
+				}
+				return nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&sc.Nodes, "nodes", 50, "how many nodes")
+	f.DurationVar(&sc.Duration, "duration", 10*time.Minute, "simulated time of the workload")
+	f.Uint64Var(&sc.Seed, "seed", 1, "fixes keys, topology, workload, churn and partitions")
+	f.DurationVar(&sc.ServerLatency, "latency", 10*time.Millisecond, "round-trip latency of a server-class node's link")
+	f.DurationVar(&sc.ClientLatency, "client-latency", 40*time.Millisecond, "round-trip latency of a client-class node's link")
+	f.Float64Var(&sc.ClientShare, "client-share", 0.8, "share of nodes in DHT client mode (users behind NAT)")
+	f.Float64Var(&sc.Churn, "churn", 0.1, "share of nodes that leave once and come back")
+	f.DurationVar(&sc.Downtime, "downtime", 3*time.Minute, "how long a leaving node stays away")
+	f.DurationVar(&sc.PartitionAt, "partition-at", 0, "when to cut the swarm in two (with --partition-for)")
+	f.DurationVar(&sc.PartitionFor, "partition-for", 0, "how long the cut lasts (0: no partition)")
+	f.Float64Var(&sc.MessageRate, "rate", 30, "messages per node per simulated hour")
+	f.IntVar(&sc.Contacts, "contacts", 5, "contacts per node")
+	f.Float64Var(&sc.PresenceRate, "presence-rate", 4, "status changes per node per simulated hour")
+	f.DurationVar(&sc.Settle, "settle", 10*time.Minute, "simulated time after the workload for deliveries to finish")
+	f.BoolVar(&g.json, "json", false, "print the metrics as JSON")
+	f.StringVar(&report, "report", "", "also write an HTML report with plots to this file")
+	return cmd
+}
+
+// inBubble runs f inside a synctest bubble, so the simulation runs in
+// virtual time. synctest.Test needs a *testing.T, which testing.Main
+// provides; it ends the process with f's outcome. The testing package's own
+// "PASS"/"FAIL" lines go to /dev/null so that --json output stays clean.
+func inBubble(f func() error) error {
+	out := os.Stdout
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	var failure error
+	os.Args = []string{os.Args[0], "-test.run=^Simulation$"}
+	os.Stdout = devnull
+	testing.Main(func(pat, str string) (bool, error) { return true, nil }, []testing.InternalTest{{
+		Name: "Simulation",
+		F: func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				os.Stdout = out
+				failure = f()
+				os.Stdout = devnull
+			})
+			if failure != nil {
+				fmt.Fprintln(os.Stderr, "parley:", oneLineError(failure))
+				t.Fail()
+			}
+		},
+	}}, nil, nil)
+	return nil // not reached: testing.Main exits
+}
+
+func printSim(w io.Writer, r *sim.Result) {
+	fmt.Fprintf(w, "plan %s: %d nodes, %v simulated in %v wall\n", r.Digest, r.Nodes, r.Simulated.Round(time.Second), r.Wall.Round(time.Millisecond))
+	fmt.Fprintf(w, "delivered        %d of %d (%.1f %%), %d shown twice\n", r.Delivered, r.Sent, 100*r.Ratio, r.ShownTwice)
+	fmt.Fprintf(w, "direct latency   p50 %.0f ms  p95 %.0f ms  p99 %.0f ms  (%d)\n", r.Direct.P50, r.Direct.P95, r.Direct.P99, r.Direct.N)
+	fmt.Fprintf(w, "inbox latency    p50 %.0f ms  p95 %.0f ms  p99 %.0f ms  (%d)\n", r.Inbox.P50, r.Inbox.P95, r.Inbox.P99, r.Inbox.N)
+	fmt.Fprintf(w, "presence resolve %.0f %% of %d, p50 %.0f ms\n", 100*r.ResolveSuccess, r.ResolveTries, r.Resolve.P50)
+	fmt.Fprintf(w, "NOTIFY latency   p50 %.0f ms  p95 %.0f ms  (%d)\n", r.Notify.P50, r.Notify.P95, r.Notify.N)
+	fmt.Fprintf(w, "per node         %.2f MB heap+stack, %.0f goroutines, %.0f KB sent\n", r.MemPerNode/1e6, r.GoroutinesNode, r.BytesPerNode/1e3)
+	fmt.Fprintf(w, "replicas         at most %d items held at once\n", r.MaxHeldItems)
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+}
