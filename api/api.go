@@ -90,7 +90,7 @@ type Presence struct {
 	Seq     uint64   `json:"seq,omitempty"`
 	Updated string   `json:"updated,omitempty"` // RFC 3339: when this node got the record
 	Expires string   `json:"expires,omitempty"`
-	Source  string   `json:"source,omitempty"` // "dht" or "notify"
+	Source  string   `json:"source,omitempty"` // "dht", "subscribe" (answer to our SUBSCRIBE) or "notify" (pushed)
 }
 
 // MyStatus is the user's own presence.

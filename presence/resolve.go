@@ -23,7 +23,7 @@ type View struct {
 	Seq     uint64
 	Updated time.Time // when this node got the record
 	Expires time.Time
-	Source  string // "dht", "notify", or "" when no record was found
+	Source  string // "dht", "subscribe", "notify" (pushed), or "" when no record was found
 }
 
 // cached is a contact's last verified record.
@@ -71,6 +71,12 @@ func (s *Service) Lookup(ctx context.Context, p peer.ID) (View, error) {
 // learn verifies a record of p's (from the DHT or a NOTIFY), keeps it if it
 // is newer than what we had, and returns the view it gives.
 func (s *Service) learn(p peer.ID, raw []byte, source string) (View, error) {
+	return s.learnRecord(p, raw, source, false)
+}
+
+// learnRecord is learn; reread also takes the same record again (a key to
+// open it just arrived).
+func (s *Service) learnRecord(p peer.ID, raw []byte, source string, reread bool) (View, error) {
 	now := s.cfg.Now()
 	rec, err := Parse(raw)
 	if err != nil {
@@ -99,9 +105,9 @@ func (s *Service) learn(p peer.ID, raw []byte, source string) (View, error) {
 	}
 	s.mu.Lock()
 	old := s.cache[p]
-	if old != nil && old.seq > rec.Seq {
+	if old != nil && (old.seq > rec.Seq || old.seq == rec.Seq && !reread) {
 		s.mu.Unlock()
-		return old.view, nil // a rollback: keep the newer record
+		return old.view, nil // a rollback, or the same record again: keep what we have
 	}
 	if old == nil && len(s.cache) >= maxCached && !s.policy.Load().Contacts[p] {
 		s.mu.Unlock()

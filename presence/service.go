@@ -293,12 +293,26 @@ func (s *Service) PolicyChanged() error {
 	}
 	s.mu.Lock()
 	p := s.policy.Load()
+	var ended []peer.ID
 	for w := range s.watchers {
 		if !p.MaySee(w) {
 			delete(s.watchers, w)
+			ended = append(ended, w)
 		}
 	}
 	s.mu.Unlock()
+	if len(ended) > 0 && s.cfg.Host != nil {
+		// Tell each watcher who lost sight of us, before anything else can
+		// cut the connection: its subscription is over, and this record
+		// (sealed with the new key) is what it may still see — an offline user.
+		if _, raw, err := s.sign(false); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
+			for _, w := range ended {
+				_ = s.pushNotify(ctx, w, &pb.Notify{Record: raw, Ended: true})
+			}
+			cancel()
+		}
+	}
 	s.republishNow()
 	return nil
 }
@@ -397,7 +411,7 @@ func (s *Service) AcceptKey(from peer.ID, key PresenceKey) error {
 	c := s.cache[from]
 	s.mu.Unlock()
 	if c != nil {
-		s.learn(from, c.raw, c.source)
+		s.learnRecord(from, c.raw, c.source, true)
 	}
 	return nil
 }

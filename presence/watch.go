@@ -62,6 +62,9 @@ func (s *Service) handle(str network.Stream) {
 		if !s.policy.Load().Contacts[remote] || len(fr.Notify.Record) == 0 {
 			return // only contacts' changes are kept: the cache stays bounded
 		}
+		if fr.Notify.Ended {
+			s.Unwatch(remote)
+		}
 		if _, err := s.learn(remote, fr.Notify.Record, "notify"); err != nil {
 			s.cfg.Logger.Warn("presence: rejected NOTIFY", "peer", remote, "err", err)
 		}
@@ -136,6 +139,10 @@ func (s *Service) notifyWatchers(ctx context.Context, raw []byte) {
 }
 
 func (s *Service) push(ctx context.Context, to peer.ID, raw []byte) error {
+	return s.pushNotify(ctx, to, &pb.Notify{Record: raw})
+}
+
+func (s *Service) pushNotify(ctx context.Context, to peer.ID, n *pb.Notify) error {
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
 	str, err := s.cfg.Host.NewStream(network.WithNoDial(ctx, "notify only connected watchers"), to, ProtocolID)
@@ -144,7 +151,7 @@ func (s *Service) push(ctx context.Context, to peer.ID, raw []byte) error {
 	}
 	defer str.Close()
 	_ = str.SetDeadline(s.cfg.Now().Add(streamTimeout))
-	f := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Notify{Notify: &pb.Notify{Record: raw}}}
+	f := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Notify{Notify: n}}
 	if err := pbio.NewDelimitedWriter(str).WriteMsg(f); err != nil {
 		str.Reset()
 		return err
@@ -179,7 +186,8 @@ func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 		return errProtocol
 	}
 	if len(n.Record) > 0 {
-		if _, err := s.learn(p, n.Record, "notify"); err != nil {
+		// The answer to a SUBSCRIBE is the current record, not a push.
+		if _, err := s.learn(p, n.Record, "subscribe"); err != nil {
 			return err
 		}
 	}

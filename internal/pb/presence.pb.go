@@ -434,8 +434,12 @@ type Notify struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Record         []byte                 `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	GrantedSeconds uint32                 `protobuf:"varint,2,opt,name=granted_seconds,json=grantedSeconds,proto3" json:"granted_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ended, on a push, says the watcher may no longer see the presentity:
+	// its subscription is over, and record is what it may still see (sealed
+	// with a key it does not hold).
+	Ended         bool `protobuf:"varint,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Notify) Reset() {
@@ -482,6 +486,13 @@ func (x *Notify) GetGrantedSeconds() uint32 {
 	return 0
 }
 
+func (x *Notify) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
 var File_presence_proto protoreflect.FileDescriptor
 
 const file_presence_proto_rawDesc = "" +
@@ -510,10 +521,11 @@ const file_presence_proto_rawDesc = "" +
 	"\x05frame\",\n" +
 	"\tSubscribe\x12\x1f\n" +
 	"\vttl_seconds\x18\x01 \x01(\rR\n" +
-	"ttlSeconds\"I\n" +
+	"ttlSeconds\"_\n" +
 	"\x06Notify\x12\x16\n" +
 	"\x06record\x18\x01 \x01(\fR\x06record\x12'\n" +
-	"\x0fgranted_seconds\x18\x02 \x01(\rR\x0egrantedSeconds*M\n" +
+	"\x0fgranted_seconds\x18\x02 \x01(\rR\x0egrantedSeconds\x12\x14\n" +
+	"\x05ended\x18\x03 \x01(\bR\x05ended*M\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
