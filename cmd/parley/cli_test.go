@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -292,6 +293,18 @@ func TestCLIRefusesBrokenHomes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(home2, "api")); err == nil {
 		t.Fatal("a failed start left an api file behind")
 	}
+}
+
+func TestCLIOccupiedPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	home := filepath.Join(t.TempDir(), "a")
+	initHome(t, home)
+	port := ln.Addr().(*net.TCPAddr).Port
+	expectError(t, "another program uses that port", "run", "--home", home, "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
 }
 
 func TestCLIStopRemovesAPIFile(t *testing.T) {

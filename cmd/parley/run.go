@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/gologshim"
 	"github.com/spf13/cobra"
 
 	"github.com/parley-p2p/parley/api"
@@ -30,6 +32,15 @@ func newRun(g *globals) *cobra.Command {
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			// libp2p logs through its own slog shim: give it our handler, at
+			// error unless debugging (its warnings repeat what our errors
+			// say), and without the start-up framework's lines (a host that
+			// cannot start is reported once, by us, in one line).
+			libLevel := slog.LevelError
+			if level <= slog.LevelDebug {
+				libLevel = level
+			}
+			gologshim.SetDefaultHandler(quietFx{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: libLevel}), false})
 			if lifetime < time.Minute || republish <= 0 || republish >= lifetime {
 				return fmt.Errorf("--presence-republish (%v) must be shorter than --presence-lifetime (%v), which must be at least 1m", republish, lifetime)
 			}
@@ -51,6 +62,9 @@ func newRun(g *globals) *cobra.Command {
 			}
 			ctx := cmd.Context()
 			if err := n.Start(ctx); err != nil {
+				if strings.Contains(err.Error(), "address already in use") {
+					return fmt.Errorf("%w; another program uses that port: pick another --listen port, or 0 to let the system choose", err)
+				}
 				return err
 			}
 			defer n.Close()
@@ -95,3 +109,24 @@ func newRun(g *globals) *cobra.Command {
 	f.DurationVar(&republish, "presence-republish", 10*time.Minute, "how often the presence record is published again")
 	return cmd
 }
+
+// quietFx drops the log records of libp2p's dependency-injection framework
+// (attribute system=fx), which only repeat errors that Start returns.
+type quietFx struct {
+	slog.Handler
+	fx bool
+}
+
+func (q quietFx) Enabled(ctx context.Context, l slog.Level) bool {
+	return !q.fx && q.Handler.Enabled(ctx, l)
+}
+
+func (q quietFx) WithAttrs(attrs []slog.Attr) slog.Handler {
+	fx := q.fx
+	for _, a := range attrs {
+		fx = fx || a.Key == "system" && a.Value.String() == "fx"
+	}
+	return quietFx{q.Handler.WithAttrs(attrs), fx}
+}
+
+func (q quietFx) WithGroup(name string) slog.Handler { return quietFx{q.Handler.WithGroup(name), q.fx} }
