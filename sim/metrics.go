@@ -272,3 +272,44 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 	res.BytesPerNode = float64(r.bytesDone) / float64(p.Scenario.Nodes)
 	return res
 }
+
+// SpreadSummary is how much each metric varied over runs of one plan:
+// scheduling is not deterministic even in virtual time.
+type SpreadSummary struct {
+	Runs    int            `json:"runs"`
+	Metrics []MetricSpread `json:"metrics"`
+}
+
+// MetricSpread is one metric's range over runs.
+type MetricSpread struct {
+	Name string  `json:"name"`
+	Unit string  `json:"unit"`
+	Min  float64 `json:"min"`
+	Max  float64 `json:"max"`
+}
+
+// Spread summarizes runs of one plan.
+func Spread(rs []*Result) SpreadSummary {
+	s := SpreadSummary{Runs: len(rs)}
+	add := func(name, unit string, f func(*Result) float64) {
+		m := MetricSpread{Name: name, Unit: unit, Min: f(rs[0]), Max: f(rs[0])}
+		for _, r := range rs[1:] {
+			m.Min, m.Max = min(m.Min, f(r)), max(m.Max, f(r))
+		}
+		s.Metrics = append(s.Metrics, m)
+	}
+	add("delivery ratio", "", func(r *Result) float64 { return r.Ratio })
+	add("shown twice", "messages", func(r *Result) float64 { return float64(r.ShownTwice) })
+	add("direct p50", "ms", func(r *Result) float64 { return r.Direct.P50 })
+	add("direct p99", "ms", func(r *Result) float64 { return r.Direct.P99 })
+	add("inbox p50", "ms", func(r *Result) float64 { return r.Inbox.P50 })
+	add("inbox p99", "ms", func(r *Result) float64 { return r.Inbox.P99 })
+	add("resolve p50", "ms", func(r *Result) float64 { return r.Resolve.P50 })
+	add("resolve success", "", func(r *Result) float64 { return r.ResolveSuccess })
+	add("notify p50", "ms", func(r *Result) float64 { return r.Notify.P50 })
+	add("notify p95", "ms", func(r *Result) float64 { return r.Notify.P95 })
+	add("memory per node", "MB", func(r *Result) float64 { return r.MemPerNode / 1e6 })
+	add("goroutines per node", "", func(r *Result) float64 { return r.GoroutinesNode })
+	add("wall time", "s", func(r *Result) float64 { return r.Wall.Seconds() })
+	return s
+}

@@ -20,6 +20,7 @@ import (
 func newSim(g *globals) *cobra.Command {
 	var sc sim.Scenario
 	var report string
+	var runs int
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "Simulate a swarm of real Parley nodes in one process, in virtual time",
@@ -42,16 +43,18 @@ func newSim(g *globals) *cobra.Command {
 				}
 				f.Close()
 			}
+			if runs < 1 || runs > 20 {
+				return fmt.Errorf("--runs %d: use 1 to 20", runs)
+			}
 			sim.Prepare()
 			// Ctrl-C ends a simulation at once: there is nothing to save.
 			signal.Reset(os.Interrupt, syscall.SIGTERM)
-			return inBubble(func() error {
+			return inBubbles(runs, func() (*sim.Result, error) {
 				// A context from outside the bubble would stall virtual time
 				// (waiting on it is not "durably blocked"): make one inside.
-				res, err := sim.Run(context.Background(), plan, sim.Options{Progress: stderr})
-				if err != nil {
-					return err
-				}
+				return sim.Run(context.Background(), plan, sim.Options{Progress: stderr})
+			}, func(all []*sim.Result) error {
+				res := all[0]
 				if report != "" {
 					f, err := os.Create(report)
 					if err != nil {
@@ -66,11 +69,19 @@ func newSim(g *globals) *cobra.Command {
 					}
 				}
 				if g.json {
-					return json.NewEncoder(stdout).Encode(res)
+					if len(all) == 1 {
+						return json.NewEncoder(stdout).Encode(res)
+					}
+					return json.NewEncoder(stdout).Encode(map[string]any{"runs": all, "spread": sim.Spread(all)})
 				}
 				printSim(stdout, res)
-				if res.Delivered != res.Sent || res.ShownTwice > 0 {
-					return fmt.Errorf("invariant broken: %d of %d delivered, %d shown twice", res.Delivered, res.Sent, res.ShownTwice)
+				if len(all) > 1 {
+					printSpread(stdout, sim.Spread(all))
+				}
+				for i, r := range all {
+					if r.Delivered != r.Sent || r.ShownTwice > 0 {
+						return fmt.Errorf("invariant broken in run %d: %d of %d delivered, %d shown twice", i+1, r.Delivered, r.Sent, r.ShownTwice)
+					}
 				}
 				return nil
 			})
@@ -92,15 +103,17 @@ func newSim(g *globals) *cobra.Command {
 	f.Float64Var(&sc.PresenceRate, "presence-rate", 4, "status changes per node per simulated hour")
 	f.DurationVar(&sc.Settle, "settle", 10*time.Minute, "simulated time after the workload for deliveries to finish")
 	f.BoolVar(&g.json, "json", false, "print the metrics as JSON")
-	f.StringVar(&report, "report", "", "also write an HTML report with plots to this file")
+	f.StringVar(&report, "report", "", "also write an HTML report with plots to this file (of the first run)")
+	f.IntVar(&runs, "runs", 1, "run the same plan this many times and report the spread of each metric")
 	return cmd
 }
 
-// inBubble runs f inside a synctest bubble, so the simulation runs in
-// virtual time. synctest.Test needs a *testing.T, which testing.Main
-// provides; it ends the process with f's outcome. The testing package's own
-// "PASS"/"FAIL" lines go to /dev/null so that --json output stays clean.
-func inBubble(f func() error) error {
+// inBubbles runs the simulation n times, each inside a synctest bubble of
+// its own so that it runs in virtual time, then hands the results to done.
+// synctest.Test needs a *testing.T, which testing.Main provides; it ends the
+// process with the outcome. The testing package's own "PASS"/"FAIL" lines go
+// to /dev/null so that --json output stays clean.
+func inBubbles(n int, run func() (*sim.Result, error), done func([]*sim.Result) error) error {
 	out := os.Stdout
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
@@ -112,11 +125,20 @@ func inBubble(f func() error) error {
 	testing.Main(func(pat, str string) (bool, error) { return true, nil }, []testing.InternalTest{{
 		Name: "Simulation",
 		F: func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
+			var all []*sim.Result
+			for i := 0; i < n && failure == nil; i++ {
+				synctest.Test(t, func(t *testing.T) {
+					var r *sim.Result
+					if r, failure = run(); failure == nil {
+						all = append(all, r)
+					}
+				})
+			}
+			if failure == nil {
 				os.Stdout = out
-				failure = f()
+				failure = done(all)
 				os.Stdout = devnull
-			})
+			}
 			if failure != nil {
 				fmt.Fprintln(os.Stderr, "parley:", oneLineError(failure))
 				t.Fail()
@@ -137,5 +159,12 @@ func printSim(w io.Writer, r *sim.Result) {
 	fmt.Fprintf(w, "replicas         at most %d items held at once\n", r.MaxHeldItems)
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)
+	}
+}
+
+func printSpread(w io.Writer, s sim.SpreadSummary) {
+	fmt.Fprintf(w, "\nover %d runs of the same plan (min – max):\n", s.Runs)
+	for _, m := range s.Metrics {
+		fmt.Fprintf(w, "  %-22s %10.1f – %-10.1f %s\n", m.Name, m.Min, m.Max, m.Unit)
 	}
 }
