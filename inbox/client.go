@@ -9,6 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/libp2p/go-msgio/pbio"
 
 	"github.com/parley-p2p/parley/internal/pb"
@@ -166,4 +168,22 @@ func (c *Client) call(ctx context.Context, p peer.ID, req *pb.InboxRequest) (*pb
 		return nil, fmt.Errorf("refused: %s", resp.Reason)
 	}
 	return resp, nil
+}
+
+// addrs are the addresses this node knows for p.
+func (c *Client) addrs(p peer.ID) []string {
+	var out []string
+	for _, a := range c.host.Peerstore().Addrs(p) {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// learnAddrs tells this node where p was last seen.
+func (c *Client) learnAddrs(p peer.ID, addrs []string) {
+	for _, s := range addrs {
+		if a, err := ma.NewMultiaddr(s); err == nil {
+			c.host.Peerstore().AddAddr(p, a, peerstore.RecentlyConnectedAddrTTL)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package inbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"sort"
@@ -128,17 +129,21 @@ func (c *Collector) loop(ctx context.Context) {
 func (c *Collector) Collect(ctx context.Context) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	replicas, err := c.cfg.Client.Replicas(ctx, c.cfg.Self)
-	if err != nil {
-		return 0, err
-	}
 	// Who holds what; the first answer usually carries the items too.
 	holders := map[string][]peer.ID{}
 	listed := map[peer.ID][][]byte{}
 	data := map[string][]byte{}
+	asked := map[peer.ID]bool{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, r := range replicas {
+	list := func(r peer.ID) {
+		mu.Lock()
+		if asked[r] {
+			mu.Unlock()
+			return
+		}
+		asked[r] = true
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -157,9 +162,22 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 			}
 		}()
 	}
+	// Ask the replicas remembered from last time at once — a node coming
+	// back need not wait for its lookup to learn who they are — and the
+	// ones the lookup finds as they come.
+	for _, r := range c.remembered() {
+		list(r)
+	}
+	replicas, lookupErr := c.cfg.Client.Replicas(ctx, c.cfg.Self)
+	for _, r := range replicas {
+		list(r)
+	}
 	wg.Wait()
+	if lookupErr == nil {
+		c.remember(replicas)
+	}
 	if len(holders) == 0 {
-		return 0, nil
+		return 0, lookupErr
 	}
 	missing := map[string][]peer.ID{}
 	for id, hs := range holders {
@@ -311,4 +329,45 @@ func (c *Collector) persist(msgs []*pb.Message) (int, error) {
 		c.cfg.OnNew(fresh)
 	}
 	return len(fresh), nil
+}
+
+// settingReplicas remembers this node's replicas (and how to reach them)
+// across restarts.
+const settingReplicas = "inbox/replicas"
+
+type rememberedReplica struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+func (c *Collector) remembered() []peer.ID {
+	var saved []rememberedReplica
+	if ok, err := c.cfg.Store.Setting(settingReplicas, &saved); err != nil || !ok {
+		return nil
+	}
+	var out []peer.ID
+	for _, r := range saved {
+		p, err := peer.Decode(r.ID)
+		if err != nil {
+			continue
+		}
+		c.cfg.Client.learnAddrs(p, r.Addrs)
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *Collector) remember(replicas []peer.ID) {
+	saved := make([]rememberedReplica, 0, len(replicas))
+	for _, p := range replicas {
+		saved = append(saved, rememberedReplica{ID: p.String(), Addrs: c.cfg.Client.addrs(p)})
+	}
+	var old []rememberedReplica
+	c.cfg.Store.Setting(settingReplicas, &old)
+	if fmt.Sprint(old) == fmt.Sprint(saved) {
+		return // nothing new: spare the disk a write
+	}
+	if err := c.cfg.Store.PutSetting(settingReplicas, saved); err != nil {
+		c.cfg.Logger.Debug("inbox: remember replicas", "err", err)
+	}
 }

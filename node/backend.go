@@ -16,6 +16,7 @@ import (
 
 	"github.com/parley-p2p/parley/api"
 	"github.com/parley-p2p/parley/identity"
+	"github.com/parley-p2p/parley/inbox"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/outbox"
 	"github.com/parley-p2p/parley/presence"
@@ -351,4 +352,24 @@ func (n *Node) Info(ctx context.Context) (api.NodeInfo, error) {
 		info.Held += t.Items
 	}
 	return info, err
+}
+
+// CollectInbox fetches what replicas hold for this node, now.
+func (n *Node) CollectInbox(ctx context.Context) (int, error) { return n.collect.Collect(ctx) }
+
+// InboxRoundTrip measures the floor under a collection: one lookup of this
+// node's replicas and one fetch round trip to the first of them.
+func (n *Node) InboxRoundTrip(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	replicas, err := n.inboxes.Replicas(ctx, n.id.ID())
+	if err != nil {
+		return 0, err
+	}
+	if len(replicas) == 0 {
+		return 0, fmt.Errorf("node: no replicas in reach")
+	}
+	if _, err := n.inboxes.Fetch(ctx, replicas[0], [][]byte{make([]byte, inbox.IDSize)}); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }

@@ -108,6 +108,7 @@ type Node struct {
 	presence *presence.Service
 	replica  *inbox.Replica
 	collect  *inbox.Collector
+	inboxes  *inbox.Client
 	gater    gater
 	cancel   context.CancelFunc
 
@@ -215,6 +216,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	client := inbox.NewClient(routed, closest, ic.Replicas)
+	n.inboxes = client
 	n.collect = inbox.NewCollector(inbox.CollectorConfig{
 		Client: client, Keys: keys, Self: n.id.ID(), Store: n.store, OnNew: n.onCollected,
 		Interval: ic.Collect, Logger: n.log, CrashAfterPersist: ic.CrashAfterPersist,

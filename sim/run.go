@@ -51,6 +51,8 @@ type world struct {
 	nextIP  int
 	cut     bool
 	watches sync.WaitGroup
+	// onShown, when set, is told of each message shown at a node.
+	onShown func(node int, text string)
 
 	rec *recorder
 }
@@ -69,6 +71,22 @@ func Run(ctx context.Context, plan *Plan, opt Options) (*Result, error) {
 		defer os.RemoveAll(dir)
 		opt.Dir = dir
 	}
+	wallStart, simStart := wallNow(), time.Now()
+	w, stop, err := newWorld(ctx, plan, opt)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	w.rec.startedAt = time.Now()
+	result := w.play(simStart)
+	stop()
+	result.Wall = wallNow() - wallStart
+	return result, nil
+}
+
+// newWorld starts the plan's nodes on a new simulated network and makes
+// their contacts; stop ends it all (and may be called more than once).
+func newWorld(ctx context.Context, plan *Plan, opt Options) (*world, func(), error) {
 	sc := plan.Scenario
 	w := &world{
 		plan: plan, opt: opt, ctx: ctx,
@@ -77,26 +95,25 @@ func Run(ctx context.Context, plan *Plan, opt Options) (*Result, error) {
 	}
 	w.nw = &simnet.Simnet{LatencyFunc: w.latency, Logger: slog.New(slog.DiscardHandler)}
 	w.nw.Start()
-	defer w.nw.Close()
-	wallStart, simStart := wallNow(), time.Now()
+	stop := func() {
+		w.stopAll()
+		w.watches.Wait()
+		w.nw.Close()
+	}
 	for i := range sc.Nodes {
 		w.ids = append(w.ids, identityFor(sc.Seed, i))
 	}
-	defer w.stopAll()
 	for i := range sc.Nodes {
 		if err := w.start(i); err != nil {
-			return nil, err
+			stop()
+			return nil, nil, err
 		}
 	}
 	if err := w.befriend(); err != nil {
-		return nil, err
+		stop()
+		return nil, nil, err
 	}
-	w.rec.startedAt = time.Now()
-	result := w.play(simStart)
-	w.stopAll()
-	w.watches.Wait()
-	result.Wall = wallNow() - wallStart
-	return result, nil
+	return w, stop, nil
 }
 
 // identityFor derives node i's key from the seed: the same seed, the same
@@ -208,6 +225,12 @@ func (w *world) start(i int) error {
 		defer w.watches.Done()
 		for e := range events {
 			w.rec.event(i, e, time.Now())
+			w.mu.Lock()
+			f := w.onShown
+			w.mu.Unlock()
+			if f != nil && e.Type == "message" && e.Message != nil {
+				f(i, e.Message.Text)
+			}
 		}
 	}()
 	return nil

@@ -107,3 +107,25 @@ func TestBadScenario(t *testing.T) {
 		}
 	}
 }
+
+// TestInboxReturn measures a returning recipient against the floor of one
+// replica lookup and one fetch, over simulated links (a benchmark figure,
+// logged; the test itself checks only that nothing is lost).
+func TestInboxReturn(t *testing.T) {
+	plan, err := NewPlan(Scenario{Nodes: 30, Seed: 11, MessageRate: 1, PresenceRate: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	Prepare()
+	var res *Return
+	synctest.Test(t, func(t *testing.T) {
+		res, err = MeasureReturn(context.Background(), plan, 12, 20)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("return → 20 messages shown: %+v; lookup + fetch: %+v; p50 ratio %.2f", res.Return, res.Floor, res.Ratio)
+	if res.Lost != 0 {
+		t.Fatalf("%d messages did not arrive", res.Lost)
+	}
+}
