@@ -188,7 +188,8 @@ func (s *schedule) drop(p peer.ID, ids map[string]bool) {
 	if q == nil {
 		return
 	}
-	kept := q.msgs[:0]
+	// A new slice: an attempt in flight still reads the old one.
+	kept := make([]*store.Message, 0, len(q.msgs))
 	for i, m := range q.msgs {
 		if ids[string(m.ID)] && i >= q.inFlight {
 			continue
