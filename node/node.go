@@ -227,6 +227,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ocfg.OnState = n.onState
 	ocfg.Inbox = inbox.NewSender(client, keys, ic.TTL)
 	ocfg.Quorum = ic.Quorum
+	ocfg.Online = func(p peer.ID) bool { return n.host.Network().Connectedness(p) == network.Connected }
 	n.outbox = outbox.New(n.id.ID(), n.store, n.direct, ocfg)
 	pcfg := n.cfg.Presence
 	pcfg.Identity, pcfg.Host, pcfg.Store, pcfg.Logger = n.id, n.host, n.store, n.log

@@ -43,6 +43,10 @@ type Config struct {
 	// Quorum is how many replicas must hold a message before the sender
 	// stops depositing it (the write quorum w); default 3.
 	Quorum int
+	// Online, when set, says whether a peer is connected now: a message
+	// just parked at replicas for a peer that came online meanwhile is
+	// tried directly again (at most every 30 s per peer).
+	Online func(peer.ID) bool
 	Now    func() time.Time
 	Logger *slog.Logger
 	// OnState is called after each persisted state change. It must not block.
@@ -61,6 +65,7 @@ type Outbox struct {
 	mu      sync.Mutex
 	sched   *schedule
 	waiters map[string][]chan struct{} // by message id, woken on any terminal state
+	rewoken map[peer.ID]time.Time      // when a peer was last woken after parking
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -103,6 +108,7 @@ func New(self peer.ID, st *store.Store, tr Transport, cfg Config) *Outbox {
 		kick:    make(chan struct{}, 1),
 		sched:   newSchedule(cfg.Backoff, cfg.MaxAge, direct.MaxBatch, cfg.Quorum),
 		waiters: make(map[string][]chan struct{}),
+		rewoken: make(map[peer.ID]time.Time),
 	}
 }
 
@@ -306,6 +312,21 @@ func (o *Outbox) deliver(ctx context.Context, a attempt) {
 	updates := o.sched.done(a.peer, outcomes, o.cfg.Now())
 	o.mu.Unlock()
 	o.record(updates)
+	if err != nil && o.cfg.Online != nil && o.cfg.Online(a.peer) {
+		// The peer connected while we were leaving its messages with the
+		// replicas: give the direct path another go rather than wait for
+		// the next sign of it.
+		o.mu.Lock()
+		now := o.cfg.Now()
+		again := now.Sub(o.rewoken[a.peer]) >= 30*time.Second
+		if again {
+			o.rewoken[a.peer] = now
+		}
+		o.mu.Unlock()
+		if again {
+			o.Wake(a.peer)
+		}
+	}
 	o.poke()
 }
 

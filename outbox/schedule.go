@@ -42,7 +42,8 @@ type queue struct {
 	msgs     []*store.Message
 	failures int
 	due      time.Time
-	inFlight int // how many of msgs' head are out in an attempt
+	inFlight int  // how many of msgs' head are out in an attempt
+	rewake   bool // the peer was seen during the attempt: try it directly once more
 }
 
 func newSchedule(b Backoff, maxAge time.Duration, maxSend, quorum int) *schedule {
@@ -74,6 +75,9 @@ func (s *schedule) wake(p peer.ID, now time.Time) bool {
 	q := s.peers[p]
 	if q == nil {
 		return false
+	}
+	if q.inFlight > 0 {
+		q.rewake = true // its outcome must not park what could go directly now
 	}
 	if now.Before(q.due) {
 		q.due = now
@@ -138,6 +142,8 @@ func (s *schedule) done(p peer.ID, results []outcome, now time.Time) []store.Upd
 	}
 	sent := q.msgs[:q.inFlight]
 	q.inFlight = 0
+	rewake := q.rewake
+	q.rewake = false
 	var updates []store.Update
 	var keep []*store.Message
 	progress := false
@@ -156,12 +162,12 @@ func (s *schedule) done(p peer.ID, results []outcome, now time.Time) []store.Upd
 		case r.replicas > 0:
 			updates = append(updates, store.Update{Peer: p, ID: m.ID, State: store.Stored, Replicas: r.replicas, Of: r.of})
 			m.State = store.Stored
-			if r.replicas < s.quorum {
-				keep = append(keep, m) // try for more replicas
+			if r.replicas < s.quorum || rewake {
+				keep = append(keep, m) // try for more replicas, or directly: the peer was just seen
 			} else {
 				progress = true
 			}
-		case m.State == store.Stored:
+		case m.State == store.Stored && !rewake:
 			// Already held by replicas; the direct try failed: park it again.
 		default:
 			keep = append(keep, m)
@@ -172,7 +178,7 @@ func (s *schedule) done(p peer.ID, results []outcome, now time.Time) []store.Upd
 		delete(s.peers, p)
 		return updates
 	}
-	if progress && len(keep) == 0 {
+	if progress && len(keep) == 0 || rewake {
 		q.failures = 0
 		q.due = now // the rest go at once
 	} else {

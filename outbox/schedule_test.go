@@ -196,3 +196,21 @@ func TestScheduleDropSettled(t *testing.T) {
 		t.Fatal("settled message still scheduled")
 	}
 }
+
+func TestWakeDuringAttemptKeepsStoredForDirect(t *testing.T) {
+	s := newSchedule(Backoff{Base: time.Second, Max: time.Minute}, 0, 10, 3)
+	s.add(qm("bob", 1, t0), t0)
+	s.take(t0)
+	// bob connects while his message is being left with the replicas.
+	s.wake("bob", t0)
+	s.done("bob", []outcome{{replicas: 5, of: 5}}, t0)
+	as, _ := s.take(t0)
+	if len(as) != 1 || as[0].msgs[0].State != store.Stored {
+		t.Fatalf("a message stored while bob showed up was parked instead of tried directly: %+v", as)
+	}
+	// That direct try failing parks it for good.
+	s.done("bob", []outcome{{}}, t0)
+	if s.pending() != 0 {
+		t.Fatal("the stored message was not parked after its direct retry failed")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,7 +17,7 @@ import (
 )
 
 func newDemo(g *globals) *cobra.Command {
-	var keep bool
+	var keep, debug bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Tell Parley's story on a real loopback swarm: presence, hiding, direct and offline delivery",
@@ -31,7 +32,10 @@ func newDemo(g *globals) *cobra.Command {
 			} else {
 				defer os.RemoveAll(dir)
 			}
-			d := &demo{ctx: cmd.Context(), w: cmd.OutOrStdout(), dir: dir, nodes: map[string]*node.Node{}}
+			d := &demo{ctx: cmd.Context(), w: cmd.OutOrStdout(), dir: dir, nodes: map[string]*node.Node{}, log: slog.New(slog.DiscardHandler)}
+			if debug {
+				d.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+			}
 			defer d.closeAll()
 			start := time.Now()
 			if err := d.run(); err != nil {
@@ -42,12 +46,14 @@ func newDemo(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the demo nodes' homes afterwards")
+	cmd.Flags().BoolVar(&debug, "debug", false, "log what the nodes do, on stderr")
 	return cmd
 }
 
 // demo is the story: four people and three helper nodes, each a real
 // Parley node on 127.0.0.1.
 type demo struct {
+	log   *slog.Logger
 	ctx   context.Context
 	w     io.Writer
 	dir   string
@@ -73,7 +79,7 @@ func (d *demo) start(name string) (*node.Node, error) {
 			return nil, err
 		}
 	}
-	cfg := node.Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}}
+	cfg := node.Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: d.log.With("node", name)}
 	if d.boot != "" {
 		cfg.Bootstrap = []string{d.boot}
 	}
@@ -105,12 +111,13 @@ func (d *demo) closeAll() {
 	}
 }
 
-// until polls cond for up to 20 s.
+// until polls cond for up to 90 s (a loaded machine, or a receipt that
+// waits for the next inbox collection, takes longer than the usual second).
 func (d *demo) until(what string, cond func() bool) error {
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) || d.ctx.Err() != nil {
-			return fmt.Errorf("%s did not happen within 20 s", what)
+			return fmt.Errorf("%s did not happen within 90 s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -169,7 +176,8 @@ func (d *demo) run() error {
 		return err
 	}
 	if err := d.until("alex seeing oscar offline", func() bool { return d.sees("alex", "oscar", "offline") }); err != nil {
-		return err
+		p, _ := d.nodes["alex"].Whois(d.ctx, "oscar")
+		return fmt.Errorf("%w (alex sees %s %q, seq %d, via %s)", err, p.Status, p.Note, p.Seq, p.Source)
 	}
 	d.ok("bob sees oscar: busy — writing the report")
 	d.ok("alex sees oscar: offline (oscar's record is sealed with a key alex no longer holds, and oscar refuses alex's connections)")
