@@ -149,9 +149,9 @@ func (s *Service) handle(str network.Stream) {
 	}
 	defer s.untrack(str)
 	remote := str.Conn().RemotePeer()
-	br := bufio.NewReaderSize(str, 64<<10)
+	br := bufio.NewReaderSize(str, 16<<10)
 	r := pbio.NewDelimitedReader(br, MaxFrame)
-	bw := bufio.NewWriterSize(str, 16<<10)
+	bw := bufio.NewWriterSize(str, 4<<10)
 	w := pbio.NewDelimitedWriter(bw)
 	for {
 		_ = str.SetReadDeadline(s.now().Add(IdleTimeout))

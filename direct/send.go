@@ -123,7 +123,9 @@ func (s *Service) session(ctx context.Context, p peer.ID) (ss *session, fresh bo
 	if err != nil {
 		return nil, false, fmt.Errorf("direct: cannot reach %s: %w", p, err)
 	}
-	bw := bufio.NewWriterSize(str, 64<<10)
+	// Small: a session lives as long as the peer is a contact in use, and
+	// a write larger than the buffer goes straight through anyway.
+	bw := bufio.NewWriterSize(str, 4<<10)
 	ss = &session{str: str, bw: bw, w: pbio.NewDelimitedWriter(bw), r: pbio.NewDelimitedReader(str, MaxFrame)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
