@@ -303,16 +303,29 @@ func (n *Node) onState(u store.Update) {
 	}
 }
 
+// views shows messages, looking each peer's petname up once, not once per
+// message.
 func (n *Node) views(ms []*store.Message) []api.Message {
+	names := map[peer.ID]string{}
 	out := make([]api.Message, len(ms))
 	for i, m := range ms {
-		out[i] = n.view(m)
+		name, ok := names[m.Peer]
+		if !ok {
+			name, _ = n.store.Petname(m.Peer)
+			names[m.Peer] = name
+		}
+		out[i] = messageView(m, name)
 	}
 	return out
 }
 
 func (n *Node) view(m *store.Message) api.Message {
-	v := api.Message{
+	name, _ := n.store.Petname(m.Peer)
+	return messageView(m, name)
+}
+
+func messageView(m *store.Message, name string) api.Message {
+	v := api.Message{Name: name,
 		ID: hex.EncodeToString(m.ID), Peer: m.Peer.String(), Direction: "in",
 		SentAt: m.SentAt.UTC().Format(time.RFC3339Nano), At: m.At.UTC().Format(time.RFC3339Nano),
 		Text: string(m.Body), State: string(m.State), Reason: m.Reason,
@@ -320,9 +333,6 @@ func (n *Node) view(m *store.Message) api.Message {
 	}
 	if m.Outgoing {
 		v.Direction = "out"
-	}
-	if n.store != nil {
-		v.Name, _ = n.store.Petname(m.Peer)
 	}
 	return v
 }
