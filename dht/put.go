@@ -13,7 +13,8 @@ import (
 	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-msgio/pbio"
+
+	"github.com/parley-p2p/parley/internal/exchange"
 )
 
 // ProtocolID is the DHT's protocol on the wire.
@@ -69,35 +70,10 @@ func (p *DHT) Put(ctx context.Context, key string, value []byte) (accepted, aske
 type sender struct{ h host.Host }
 
 func (s sender) SendRequest(ctx context.Context, p peer.ID, req *kadpb.Message) (*kadpb.Message, error) {
-	str, err := s.h.NewStream(ctx, p, ProtocolID)
-	if err != nil {
-		return nil, err
-	}
-	defer str.Close()
-	if d, ok := ctx.Deadline(); ok {
-		_ = str.SetDeadline(d)
-	}
-	if err := pbio.NewDelimitedWriter(str).WriteMsg(req); err != nil {
-		str.Reset()
-		return nil, err
-	}
 	resp := new(kadpb.Message)
-	if err := pbio.NewDelimitedReader(str, maxMessage).ReadMsg(resp); err != nil {
-		str.Reset()
-		return nil, err
-	}
-	return resp, nil
+	return resp, exchange.Request(ctx, s.h, p, ProtocolID, req, resp, maxMessage)
 }
 
 func (s sender) SendMessage(ctx context.Context, p peer.ID, msg *kadpb.Message) error {
-	str, err := s.h.NewStream(ctx, p, ProtocolID)
-	if err != nil {
-		return err
-	}
-	defer str.Close()
-	if err := pbio.NewDelimitedWriter(str).WriteMsg(msg); err != nil {
-		str.Reset()
-		return err
-	}
-	return nil
+	return exchange.Send(ctx, s.h, p, ProtocolID, msg)
 }

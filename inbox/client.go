@@ -10,9 +10,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parley-p2p/parley/internal/exchange"
 	"github.com/parley-p2p/parley/internal/pb"
 )
 
@@ -147,21 +147,8 @@ func (c *Client) Delete(ctx context.Context, replica peer.ID, ids [][]byte) erro
 func (c *Client) call(ctx context.Context, p peer.ID, req *pb.InboxRequest) (*pb.InboxResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, ioTimeout)
 	defer cancel()
-	str, err := c.host.NewStream(ctx, p, ProtocolID)
-	if err != nil {
-		return nil, err
-	}
-	defer str.Close()
-	if d, ok := ctx.Deadline(); ok {
-		_ = str.SetDeadline(d)
-	}
-	if err := pbio.NewDelimitedWriter(str).WriteMsg(req); err != nil {
-		str.Reset()
-		return nil, err
-	}
 	resp := new(pb.InboxResponse)
-	if err := pbio.NewDelimitedReader(str, MaxFrame).ReadMsg(resp); err != nil {
-		str.Reset()
+	if err := exchange.Request(ctx, c.host, p, ProtocolID, req, resp, MaxFrame); err != nil {
 		return nil, err
 	}
 	if resp.Status != pb.InboxResponse_OK {

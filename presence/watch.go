@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio/pbio"
 
+	"github.com/parley-p2p/parley/internal/exchange"
 	"github.com/parley-p2p/parley/internal/pb"
 )
 
@@ -145,18 +146,8 @@ func (s *Service) push(ctx context.Context, to peer.ID, raw []byte) error {
 func (s *Service) pushNotify(ctx context.Context, to peer.ID, n *pb.Notify) error {
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
-	str, err := s.cfg.Host.NewStream(network.WithNoDial(ctx, "notify only connected watchers"), to, ProtocolID)
-	if err != nil {
-		return err
-	}
-	defer str.Close()
-	_ = str.SetDeadline(s.cfg.Now().Add(streamTimeout))
 	f := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Notify{Notify: n}}
-	if err := pbio.NewDelimitedWriter(str).WriteMsg(f); err != nil {
-		str.Reset()
-		return err
-	}
-	return nil
+	return exchange.Send(network.WithNoDial(ctx, "notify only connected watchers"), s.cfg.Host, to, ProtocolID, f)
 }
 
 // Subscribe asks p to push its changes to us, and takes the record p sends
@@ -164,25 +155,13 @@ func (s *Service) pushNotify(ctx context.Context, to peer.ID, n *pb.Notify) erro
 func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
-	str, err := s.cfg.Host.NewStream(ctx, p, ProtocolID)
-	if err != nil {
-		return err
-	}
-	defer str.Close()
-	_ = str.SetDeadline(s.cfg.Now().Add(streamTimeout))
 	req := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Subscribe{Subscribe: &pb.Subscribe{TtlSeconds: uint32(s.cfg.SubscribeTTL / time.Second)}}}
-	if err := pbio.NewDelimitedWriter(str).WriteMsg(req); err != nil {
-		str.Reset()
-		return err
-	}
 	var f pb.PresenceFrame
-	if err := pbio.NewDelimitedReader(str, MaxFrame).ReadMsg(&f); err != nil {
-		str.Reset()
+	if err := exchange.Request(ctx, s.cfg.Host, p, ProtocolID, req, &f, MaxFrame); err != nil {
 		return err
 	}
 	n := f.GetNotify()
 	if n == nil {
-		str.Reset()
 		return errProtocol
 	}
 	if len(n.Record) > 0 {

@@ -14,8 +14,9 @@ import (
 const module = "github.com/parley-p2p/parley/"
 
 // allowed lists, per package, the project packages it may import. A package
-// missing from the table may import nothing of the project; internal/pb is
-// the shared wire vocabulary and is open to all.
+// missing from the table may import nothing of the project. The internal/
+// packages are leaves open to all: internal/pb is the wire vocabulary,
+// internal/exchange the one-request-per-stream helper.
 var allowed = map[string][]string{
 	"cmd/parley": {"*"},
 	"node":       {"*"},
@@ -56,6 +57,17 @@ func TestImportTable(t *testing.T) {
 		rel, _ := filepath.Rel(root, filepath.Dir(path))
 		rel = filepath.ToSlash(rel)
 		if strings.HasPrefix(rel, "internal/") {
+			// Leaves: they may use internal/pb and nothing else of ours.
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+			if err != nil {
+				return err
+			}
+			for _, imp := range f.Imports {
+				p, _ := strconv.Unquote(imp.Path.Value)
+				if dep, ok := strings.CutPrefix(p, module); ok && dep != "internal/pb" && dep != rel {
+					t.Errorf("%s: internal package %s may not import %s", path, rel, dep)
+				}
+			}
 			return nil
 		}
 		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
@@ -67,7 +79,7 @@ func TestImportTable(t *testing.T) {
 		for _, imp := range f.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
 			dep, ok := strings.CutPrefix(p, module)
-			if !ok || dep == rel || dep == "internal/pb" {
+			if !ok || dep == rel || strings.HasPrefix(dep, "internal/") {
 				continue
 			}
 			if !listed {
