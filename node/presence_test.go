@@ -129,7 +129,11 @@ func TestPresenceSwarm(t *testing.T) {
 	t.Run("a change reaches a watcher by NOTIFY", func(t *testing.T) {
 		w := nodes[6]
 		befriend(t, pub, w, "pub", "w")
-		waitFor(t, "w to subscribe to pub", func() bool { return pub.presence.Watchers() > 0 })
+		// Both ends must agree the subscription stands, or a late SUBSCRIBE
+		// answer could carry the change before the NOTIFY does.
+		waitFor(t, "w to subscribe to pub", func() bool {
+			return pub.presence.Watchers() > 0 && w.presence.Watching(pub.ID())
+		})
 		setStatus(t, pub, "busy", "in a call")
 		waitFor(t, "the NOTIFY", func() bool {
 			v := cached(w, pub)

@@ -245,3 +245,11 @@ func (s *Service) watchAll(ctx context.Context) {
 	}
 	wg.Wait()
 }
+
+// Watching reports whether p pushes its changes to us (a live subscription).
+func (s *Service) Watching(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.subs[p]
+	return ok && s.cfg.Now().Before(until)
+}
