@@ -59,6 +59,7 @@ type DHT struct {
 	*kaddht.IpfsDHT
 	local *records.ValueStore // the same records kad-dht serves, for our own puts
 	pm    *kadpb.ProtocolMessenger
+	count *counters
 }
 
 // New builds the DHT on h. It starts serving at once if in server mode;
@@ -71,8 +72,10 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	case Auto:
 		mode = kaddht.ModeAuto
 	}
+	count := new(counters)
 	opts := []kaddht.Option{
 		kaddht.ProtocolPrefix(Prefix),
+		kaddht.OnRequestHook(count.onRequest),
 		kaddht.Mode(mode),
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 		kaddht.DisableProviders(),
@@ -85,5 +88,5 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
-	return &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm}, nil
+	return &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -32,8 +33,13 @@ type CollectorConfig struct {
 	// MinGap spaces collections asked for by Kick; default 5 s.
 	MinGap   time.Duration
 	Interval time.Duration // how often to look; default 1 min
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// LookupEvery is how often a pass also looks the replicas up in the
+	// DHT (default 10 min); between lookups a pass asks only the replicas
+	// remembered from the last one. The first pass, a kicked pass and a
+	// pass whose remembered replicas mostly do not answer always look up.
+	LookupEvery time.Duration
+	Now         func() time.Time
+	Logger      *slog.Logger
 	// CrashAfterPersist, when set, is called after fetched messages are
 	// persisted and before they are deleted at the replicas: the crash
 	// tests kill the process there.
@@ -45,11 +51,15 @@ type CollectorConfig struct {
 // before they are deleted at the replicas, and deduplicated, so a crash
 // between the two shows nothing twice.
 type Collector struct {
-	cfg    CollectorConfig
-	kick   chan struct{}
-	mu     sync.Mutex // one collection at a time
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg  CollectorConfig
+	kick chan struct{}
+	mu   sync.Mutex // one collection at a time
+	// lookedUp is when the last lookup found the replicas (zero: never in
+	// this run); guarded by mu. relook asks the next pass to look up.
+	lookedUp time.Time
+	relook   atomic.Bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // NewCollector returns a collector; Start runs it.
@@ -68,6 +78,9 @@ func NewCollector(cfg CollectorConfig) *Collector {
 	}
 	if cfg.MinGap == 0 {
 		cfg.MinGap = 5 * time.Second
+	}
+	if cfg.LookupEvery == 0 {
+		cfg.LookupEvery = 10 * time.Minute
 	}
 	return &Collector{cfg: cfg, kick: make(chan struct{}, 1)}
 }
@@ -89,8 +102,10 @@ func (c *Collector) Close() error {
 	return nil
 }
 
-// Kick asks for a collection soon.
+// Kick asks for a collection soon, with a lookup: the node is back in touch
+// after being cut off, and its replicas may have changed meanwhile.
 func (c *Collector) Kick() {
+	c.relook.Store(true)
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -126,6 +141,12 @@ func (c *Collector) loop(ctx context.Context) {
 // Collect runs one pass: list at every replica, fetch what is new, open,
 // persist, then delete everywhere. It returns how many new messages it
 // persisted.
+//
+// A lookup costs a walk of the DHT (a dozen requests, often new
+// connections); listing at the replicas remembered from the last lookup
+// costs one request each. So a pass looks up only when one is due (see
+// LookupEvery) or the remembered replicas fail it, and the replicas' own
+// handoff keeps items near the inbox key as they change.
 func (c *Collector) Collect(ctx context.Context) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -134,6 +155,7 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 	listed := map[peer.ID][][]byte{}
 	data := map[string][]byte{}
 	asked := map[peer.ID]bool{}
+	answered := 0
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	list := func(r peer.ID) {
@@ -153,6 +175,7 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			answered++
 			for _, it := range items {
 				holders[string(it.Id)] = append(holders[string(it.Id)], r)
 				listed[r] = append(listed[r], it.Id)
@@ -165,17 +188,31 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 	// Ask the replicas remembered from last time at once — a node coming
 	// back need not wait for its lookup to learn who they are — and the
 	// ones the lookup finds as they come.
-	for _, r := range c.remembered() {
+	remembered := c.remembered()
+	for _, r := range remembered {
 		list(r)
 	}
-	replicas, lookupErr := c.cfg.Client.Replicas(ctx, c.cfg.Self)
-	for _, r := range replicas {
-		list(r)
+	var lookupErr error
+	due := c.relook.Swap(false) || c.lookedUp.IsZero() || c.cfg.Now().Sub(c.lookedUp) >= c.cfg.LookupEvery
+	if !due {
+		wg.Wait()
+		mu.Lock()
+		due = answered*2 <= len(remembered) // most are gone: find the new ones
+		mu.Unlock()
+	}
+	if due {
+		var replicas []peer.ID
+		replicas, lookupErr = c.cfg.Client.Replicas(ctx, c.cfg.Self)
+		for _, r := range replicas {
+			list(r)
+		}
+		wg.Wait()
+		if lookupErr == nil {
+			c.lookedUp = c.cfg.Now()
+			c.remember(replicas)
+		}
 	}
 	wg.Wait()
-	if lookupErr == nil {
-		c.remember(replicas)
-	}
 	if len(holders) == 0 {
 		return 0, lookupErr
 	}

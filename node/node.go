@@ -252,10 +252,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// A peer that connects is online: deliver what waits for it now
 	// rather than when its backoff runs out, and watch its presence.
 	n.notifiee = &network.NotifyBundle{
-		ConnectedF: func(_ network.Network, c network.Conn) {
+		ConnectedF: func(net network.Network, c network.Conn) {
 			n.outbox.Wake(c.RemotePeer())
 			n.presence.Kick(c.RemotePeer())
-			n.collect.Kick() // back in touch: something may wait for us
+			// Back in touch after being cut off from everyone: something
+			// may wait for us. (Not on every connection: a node makes new
+			// ones all the time, and each collection walks the DHT.)
+			if len(net.Peers()) <= 1 {
+				n.collect.Kick()
+			}
 		},
 		// Without a connection a subscription pushes nothing: stop
 		// trusting it, so the next look goes to the DHT.
@@ -419,6 +424,9 @@ func (n *Node) ID() peer.ID { return n.id.ID() }
 
 // Host is the node's libp2p host.
 func (n *Node) Host() host.Host { return n.host }
+
+// DHTStats counts the node's DHT work since it started (see dht.Stats).
+func (n *Node) DHTStats() dht.Stats { return n.dht.Stats() }
 
 // Addrs are the node's listen addresses, each ending in /p2p/ID.
 func (n *Node) Addrs() []ma.Multiaddr {

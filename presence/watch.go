@@ -173,6 +173,7 @@ func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 	s.mu.Lock()
 	if n.GrantedSeconds > 0 {
 		s.subs[p] = s.cfg.Now().Add(time.Duration(n.GrantedSeconds) * time.Second)
+		delete(s.quiet, p)
 	} else {
 		delete(s.subs, p)
 	}
@@ -220,11 +221,20 @@ func (s *Service) watchAll(ctx context.Context) {
 	half := s.cfg.SubscribeTTL / 2
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, notifyParallel)
-	for c := range s.policy.Load().Contacts {
+	contacts := s.policy.Load().Contacts
+	s.mu.Lock()
+	for c := range s.quiet {
+		if !contacts[c] {
+			delete(s.quiet, c) // no longer a contact
+		}
+	}
+	s.mu.Unlock()
+	for c := range contacts {
 		s.mu.Lock()
 		until, ok := s.subs[c]
+		q, isQuiet := s.quiet[c]
 		s.mu.Unlock()
-		if ok && until.Sub(now) > half {
+		if ok && until.Sub(now) > half || isQuiet && now.Before(q.next) {
 			continue
 		}
 		sem <- struct{}{}
@@ -235,6 +245,7 @@ func (s *Service) watchAll(ctx context.Context) {
 			if err != nil || v.Status == Offline {
 				s.mu.Lock()
 				delete(s.subs, c)
+				s.quietFor(c, now)
 				s.mu.Unlock()
 				return
 			}
@@ -244,6 +255,26 @@ func (s *Service) watchAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// quiet spaces the lookups of a contact found offline. Each look costs a DHT
+// walk, and a contact who comes back says so itself: it subscribes to its
+// contacts, and we subscribe back (see handle), or it connects (Kick). So
+// the looks are only a safety net, and back off from a quarter of the
+// subscription's life to maxQuiet.
+type quiet struct {
+	next time.Time
+	gap  time.Duration
+}
+
+const maxQuiet = 30 * time.Minute
+
+// quietFor notes that c was found offline at now; s.mu is held.
+func (s *Service) quietFor(c peer.ID, now time.Time) {
+	q := s.quiet[c]
+	q.gap = min(max(2*q.gap, s.cfg.SubscribeTTL/4, time.Second), maxQuiet)
+	q.next = now.Add(q.gap)
+	s.quiet[c] = q
 }
 
 // Watching reports whether p pushes its changes to us (a live subscription).

@@ -2,14 +2,17 @@ package sim
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/metrics"
 
 	"github.com/parley-p2p/parley/api"
+	"github.com/parley-p2p/parley/dht"
 )
 
 // Result is what a run measured.
@@ -32,16 +35,32 @@ type Result struct {
 	Resolve        Latency `json:"resolve_latency"`
 	Notify         Latency `json:"notify_latency"` // status set → a watcher's view changed
 
-	BytesPerNode    float64   `json:"bytes_sent_per_node"`
-	MaxHeldItems    int       `json:"max_held_items"` // items held by replicas at once, all nodes
-	MaxHeldBytes    int64     `json:"max_held_bytes"`
-	MemPerNode      float64   `json:"mem_per_node_bytes"` // peak heap+stack in use / nodes up
-	GoroutinesNode  float64   `json:"goroutines_per_node"`
-	Samples         []Sample  `json:"samples"`
-	Notes           []string  `json:"notes,omitempty"`
-	DeliveryLatency []float64 `json:"-"` // seconds, every delivery, for the report's CDF
-	DirectCDF       []float64 `json:"-"`
-	InboxCDF        []float64 `json:"-"`
+	BytesPerNode float64 `json:"bytes_sent_per_node"`
+	DHT          DHTWork `json:"dht_per_node_hour"`
+	// ConnsPerNodeHour counts connections a node opened or accepted, per
+	// simulated hour (each costs a QUIC and TLS handshake).
+	ConnsPerNodeHour float64   `json:"connections_per_node_hour"`
+	MaxHeldItems     int       `json:"max_held_items"` // items held by replicas at once, all nodes
+	MaxHeldBytes     int64     `json:"max_held_bytes"`
+	MemPerNode       float64   `json:"mem_per_node_bytes"` // peak of live heap (after a GC) + stacks / nodes up
+	RSSPerNode       float64   `json:"rss_per_node_bytes"` // peak of the process's resident memory / nodes up
+	GoroutinesNode   float64   `json:"goroutines_per_node"`
+	Samples          []Sample  `json:"samples"`
+	Notes            []string  `json:"notes,omitempty"`
+	DeliveryLatency  []float64 `json:"-"` // seconds, every delivery, for the report's CDF
+	DirectCDF        []float64 `json:"-"`
+	InboxCDF         []float64 `json:"-"`
+}
+
+// DHTWork is a node's DHT work per hour of simulated time, on average over
+// the nodes: the lookups Parley started (by kind) and the requests the node
+// answered as a server.
+type DHTWork struct {
+	Lookups float64 `json:"lookups"`
+	Closest float64 `json:"closest"` // inbox replicas, presence puts
+	Value   float64 `json:"value"`   // presence resolves
+	Peer    float64 `json:"peer"`    // addresses of a peer to open a stream to
+	Served  float64 `json:"served"`  // requests answered (includes kad-dht's own refreshes)
 }
 
 // Latency is a distribution's summary, in milliseconds.
@@ -59,6 +78,7 @@ type Sample struct {
 	Delivered  int           `json:"delivered"`
 	Sent       int           `json:"sent"`
 	MemPerNode float64       `json:"mem_per_node_bytes"`
+	RSSPerNode float64       `json:"rss_per_node_bytes"`
 	Goroutines int           `json:"goroutines"`
 	HeldItems  int           `json:"held_items"`
 }
@@ -90,7 +110,9 @@ type recorder struct {
 	resolveOK int
 	tries     int
 	cancels   []func()
-	bytesDone int64 // traffic of node runs that ended
+	bytesDone int64     // traffic of node runs that ended
+	dhtDone   dht.Stats // DHT work of node runs that ended
+	conns     atomic.Int64
 	bw        []*metrics.BandwidthCounter
 	samples   []Sample
 	notes     []string
@@ -126,14 +148,20 @@ func (r *recorder) cancel(i int) {
 	}
 }
 
-func (r *recorder) stopped(i int, bw *metrics.BandwidthCounter) {
+func (r *recorder) stopped(i int, bw *metrics.BandwidthCounter, st dht.Stats) {
 	if bw == nil {
 		return
 	}
 	r.mu.Lock()
 	r.bytesDone += bw.GetBandwidthTotals().TotalOut
+	r.dhtDone.Closest += st.Closest
+	r.dhtDone.Value += st.Value
+	r.dhtDone.Peer += st.Peer
+	r.dhtDone.Served += st.Served
 	r.mu.Unlock()
 }
+
+func (r *recorder) connected() { r.conns.Add(1) }
 
 func (r *recorder) note(s string) {
 	r.mu.Lock()
@@ -194,6 +222,11 @@ func (r *recorder) event(i int, e api.Event, at time.Time) {
 }
 
 func (r *recorder) sample(at time.Duration, w *world) {
+	// Live memory, not what the collector has yet to reclaim: how much the
+	// heap overshoots is the collector's policy (GOGC), not the nodes'
+	// need. The process's resident size, which includes that overshoot,
+	// is reported beside it.
+	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s := Sample{At: at, Goroutines: runtime.NumGoroutine()}
@@ -209,7 +242,8 @@ func (r *recorder) sample(at time.Duration, w *world) {
 	}
 	w.mu.Unlock()
 	if s.Up > 0 {
-		s.MemPerNode = float64(ms.HeapInuse+ms.StackInuse) / float64(s.Up)
+		s.MemPerNode = float64(ms.HeapAlloc+ms.StackInuse) / float64(s.Up)
+		s.RSSPerNode = float64(residentBytes(&ms)) / float64(s.Up)
 	}
 	r.mu.Lock()
 	s.Sent = len(r.sends)
@@ -264,12 +298,21 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 	}
 	for _, s := range r.samples {
 		res.MemPerNode = max(res.MemPerNode, s.MemPerNode)
+		res.RSSPerNode = max(res.RSSPerNode, s.RSSPerNode)
 		if s.Up > 0 {
 			res.GoroutinesNode = max(res.GoroutinesNode, float64(s.Goroutines)/float64(s.Up))
 		}
 		res.MaxHeldItems = max(res.MaxHeldItems, s.HeldItems)
 	}
 	res.BytesPerNode = float64(r.bytesDone) / float64(p.Scenario.Nodes)
+	if hours := simulated.Hours(); hours > 0 {
+		per := func(n int64) float64 { return float64(n) / float64(p.Scenario.Nodes) / hours }
+		res.DHT = DHTWork{
+			Closest: per(r.dhtDone.Closest), Value: per(r.dhtDone.Value), Peer: per(r.dhtDone.Peer),
+			Lookups: per(r.dhtDone.Lookups()), Served: per(r.dhtDone.Served),
+		}
+		res.ConnsPerNodeHour = per(r.conns.Load())
+	}
 	return res
 }
 
@@ -309,7 +352,23 @@ func Spread(rs []*Result) SpreadSummary {
 	add("notify p50", "ms", func(r *Result) float64 { return r.Notify.P50 })
 	add("notify p95", "ms", func(r *Result) float64 { return r.Notify.P95 })
 	add("memory per node", "MB", func(r *Result) float64 { return r.MemPerNode / 1e6 })
+	add("resident per node", "MB", func(r *Result) float64 { return r.RSSPerNode / 1e6 })
 	add("goroutines per node", "", func(r *Result) float64 { return r.GoroutinesNode })
+	add("DHT lookups", "per node-hour", func(r *Result) float64 { return r.DHT.Lookups })
+	add("DHT requests served", "per node-hour", func(r *Result) float64 { return r.DHT.Served })
 	add("wall time", "s", func(r *Result) float64 { return r.Wall.Seconds() })
 	return s
+}
+
+// residentBytes is the process's resident set size: from /proc where there
+// is one, otherwise what the Go runtime holds from the system and has not
+// given back.
+func residentBytes(ms *runtime.MemStats) uint64 {
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		var size, resident uint64
+		if _, err := fmt.Sscan(string(b), &size, &resident); err == nil {
+			return resident * uint64(os.Getpagesize())
+		}
+	}
+	return ms.Sys - ms.HeapReleased
 }

@@ -33,6 +33,9 @@ type Options struct {
 	Dir      string        // where the nodes' homes go; default a temporary directory
 	Progress io.Writer     // a progress line per sample; nil for none
 	Sample   time.Duration // simulated time between samples; default 1 min
+	// AtEnd, when set, is called after the last sample, while the nodes are
+	// still up (to take a heap profile, say).
+	AtEnd func()
 }
 
 // world is one run: the simulated network and the nodes on it.
@@ -78,8 +81,9 @@ func Run(ctx context.Context, plan *Plan, opt Options) (*Result, error) {
 	}
 	defer stop()
 	w.rec.startedAt = time.Now()
-	result := w.play(simStart)
-	stop()
+	simulated := w.play(simStart)
+	stop() // first: the nodes still up add their traffic and DHT work
+	result := w.rec.result(plan, simulated)
 	result.Wall = wallNow() - wallStart
 	return result, nil
 }
@@ -216,6 +220,9 @@ func (w *world) start(i int) error {
 	if i == 0 && w.boot == "" {
 		w.boot = n.Addrs()[0].String()
 	}
+	// Count the connections the node opens or accepts: each costs a
+	// handshake, and they are much of a node's CPU.
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { w.rec.connected() }})
 	w.mu.Lock()
 	w.nodes[i], w.bw[i] = n, bw
 	w.mu.Unlock()
@@ -246,9 +253,10 @@ func (w *world) stop(i int) {
 		return
 	}
 	host := n.Host()
+	st := n.DHTStats()
 	n.Close()
 	host.Close()
-	w.rec.stopped(i, bw)
+	w.rec.stopped(i, bw, st)
 	w.rec.cancel(i)
 }
 
@@ -279,8 +287,9 @@ func (w *world) up(i int) *node.Node {
 	return w.nodes[i]
 }
 
-// play runs the events in simulated time and samples as it goes.
-func (w *world) play(start time.Time) *Result {
+// play runs the events in simulated time and samples as it goes, and
+// returns how long that took in simulated time.
+func (w *world) play(start time.Time) time.Duration {
 	var wg sync.WaitGroup
 	next := time.Duration(0)
 	sample := func() {
@@ -354,11 +363,14 @@ func (w *world) play(start time.Time) *Result {
 	}
 	waitUntil(w.plan.End())
 	sample()
+	if w.opt.AtEnd != nil {
+		w.opt.AtEnd()
+	}
 	wg.Wait()
 	if w.opt.Progress != nil {
 		fmt.Fprintln(w.opt.Progress)
 	}
-	return w.rec.result(w.plan, time.Since(start))
+	return time.Since(start)
 }
 
 // Prepare must be called once, outside any synctest bubble, before Run:

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -21,6 +23,7 @@ func newSim(g *globals) *cobra.Command {
 	var sc sim.Scenario
 	var report string
 	var runs int
+	var cpuProfile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "Simulate a swarm of real Parley nodes in one process, in virtual time",
@@ -47,13 +50,36 @@ func newSim(g *globals) *cobra.Command {
 				return fmt.Errorf("--runs %d: use 1 to 20", runs)
 			}
 			sim.Prepare()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				// testing.Main exits the process: the profile is stopped
+				// and written when the runs are done, before the results.
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer f.Close()
+			}
 			// Ctrl-C ends a simulation at once: there is nothing to save.
 			signal.Reset(os.Interrupt, syscall.SIGTERM)
 			return inBubbles(runs, func() (*sim.Result, error) {
 				// A context from outside the bubble would stall virtual time
 				// (waiting on it is not "durably blocked"): make one inside.
-				return sim.Run(context.Background(), plan, sim.Options{Progress: stderr})
+				opt := sim.Options{Progress: stderr}
+				if memProfile != "" {
+					opt.AtEnd = func() {
+						if f, err := os.Create(memProfile); err == nil {
+							runtime.GC()
+							pprof.WriteHeapProfile(f)
+							f.Close()
+						}
+					}
+				}
+				return sim.Run(context.Background(), plan, opt)
 			}, func(all []*sim.Result) error {
+				pprof.StopCPUProfile()
 				res := all[0]
 				if report != "" {
 					f, err := os.Create(report)
@@ -105,6 +131,8 @@ func newSim(g *globals) *cobra.Command {
 	f.BoolVar(&g.json, "json", false, "print the metrics as JSON")
 	f.StringVar(&report, "report", "", "also write an HTML report with plots to this file (of the first run)")
 	f.IntVar(&runs, "runs", 1, "run the same plan this many times and report the spread of each metric")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the runs to this file (go tool pprof)")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile to this file at the end of the run, nodes still up")
 	return cmd
 }
 
@@ -155,7 +183,8 @@ func printSim(w io.Writer, r *sim.Result) {
 	fmt.Fprintf(w, "inbox latency    p50 %.0f ms  p95 %.0f ms  p99 %.0f ms  (%d)\n", r.Inbox.P50, r.Inbox.P95, r.Inbox.P99, r.Inbox.N)
 	fmt.Fprintf(w, "presence resolve %.0f %% of %d, p50 %.0f ms\n", 100*r.ResolveSuccess, r.ResolveTries, r.Resolve.P50)
 	fmt.Fprintf(w, "NOTIFY latency   p50 %.0f ms  p95 %.0f ms  (%d)\n", r.Notify.P50, r.Notify.P95, r.Notify.N)
-	fmt.Fprintf(w, "per node         %.2f MB heap+stack, %.0f goroutines, %.0f KB sent\n", r.MemPerNode/1e6, r.GoroutinesNode, r.BytesPerNode/1e3)
+	fmt.Fprintf(w, "per node         %.2f MB live heap+stack (%.2f MB resident), %.0f goroutines, %.0f KB sent\n", r.MemPerNode/1e6, r.RSSPerNode/1e6, r.GoroutinesNode, r.BytesPerNode/1e3)
+	fmt.Fprintf(w, "DHT per node-h   %.1f lookups (%.1f closest, %.1f value, %.1f peer), %.0f requests served, %.0f connections\n", r.DHT.Lookups, r.DHT.Closest, r.DHT.Value, r.DHT.Peer, r.DHT.Served, r.ConnsPerNodeHour)
 	fmt.Fprintf(w, "replicas         at most %d items held at once\n", r.MaxHeldItems)
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)

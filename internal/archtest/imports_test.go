@@ -30,7 +30,7 @@ var allowed = map[string][]string{
 	"store":      {},
 	"api":        {},
 	"api/client": {"api"},
-	"sim":        {"node", "identity", "api"},
+	"sim":        {"node", "identity", "api", "dht"},
 }
 
 func TestImportTable(t *testing.T) {
