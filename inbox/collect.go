@@ -32,7 +32,7 @@ type CollectorConfig struct {
 	Accept func(from peer.ID) bool
 	// MinGap spaces collections asked for by Kick; default 5 s.
 	MinGap   time.Duration
-	Interval time.Duration // how often to look; default 1 min
+	Interval time.Duration // how often to look; default 5 min
 	// LookupEvery is how often a pass also looks the replicas up in the
 	// DHT (default 10 min); between lookups a pass asks only the replicas
 	// remembered from the last one. The first pass, a kicked pass and a
@@ -65,7 +65,7 @@ type Collector struct {
 // NewCollector returns a collector; Start runs it.
 func NewCollector(cfg CollectorConfig) *Collector {
 	if cfg.Interval == 0 {
-		cfg.Interval = time.Minute
+		cfg.Interval = 5 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

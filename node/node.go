@@ -80,7 +80,7 @@ type InboxConfig struct {
 	Quorum   int           // w: replicas that must hold a message; default 3
 	TTL      time.Duration // how long replicas keep a message; default 7 days
 	Limits   inbox.Limits  // what this node holds for others
-	// Collect is how often the node fetches its own inbox; default 1 min.
+	// Collect is how often the node fetches its own inbox; default 5 min.
 	Collect time.Duration
 	// Sweep is how often the replica expires items and hands them to
 	// newcomers; default 5 min.
@@ -215,7 +215,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
-	client := inbox.NewClient(routed, closest, ic.Replicas)
+	// Replicas come from a DHT lookup, with their addresses: one that cannot
+	// be dialled is gone, and looking it up again would only walk the DHT.
+	client := inbox.NewClient(n.host, closest, ic.Replicas)
 	n.inboxes = client
 	n.collect = inbox.NewCollector(inbox.CollectorConfig{
 		Client: client, Keys: keys, Self: n.id.ID(), Store: n.store, OnNew: n.onCollected,

@@ -29,6 +29,7 @@ func (s *Service) publishLoop(ctx context.Context) {
 			s.cfg.Logger.Error("presence: cannot sign a record", "err", err)
 		} else {
 			s.notifyWatchers(ctx, raw)
+			s.keepConns()
 			s.toStore(raw)
 		}
 		if !timer.Stop() {
@@ -153,5 +154,6 @@ func (s *Service) publishOffline(ctx context.Context) {
 		return
 	}
 	s.notifyWatchers(ctx, raw)
+	s.keepConns()
 	s.store(ctx, raw)
 }

@@ -128,6 +128,8 @@ type Service struct {
 	watchers map[peer.ID]time.Time
 	subs     map[peer.ID]time.Time // our subscriptions and when they lapse
 	quiet    map[peer.ID]quiet     // contacts found offline: when to look again
+	keepMu   sync.Mutex            // serializes keepConns
+	kept     map[peer.ID]bool      // peers whose connections we asked to keep
 
 	changed chan struct{} // asks the publisher to publish now
 	pending chan []byte   // the newest record, waiting to be stored in the DHT
@@ -180,7 +182,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, self: cfg.Identity.ID(), status: Online,
 		cache: map[peer.ID]*cached{}, watchers: map[peer.ID]time.Time{}, subs: map[peer.ID]time.Time{},
-		quiet: map[peer.ID]quiet{},
+		quiet: map[peer.ID]quiet{}, kept: map[peer.ID]bool{},
 		changed: make(chan struct{}, 1), pending: make(chan []byte, 1), kick: make(chan peer.ID, 64),
 	}
 	var saved struct {

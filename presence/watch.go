@@ -43,6 +43,7 @@ func (s *Service) handle(str network.Stream) {
 	switch fr := f.Frame.(type) {
 	case *pb.PresenceFrame_Subscribe:
 		granted := s.subscribed(remote, time.Duration(fr.Subscribe.TtlSeconds)*time.Second)
+		s.keepConns()
 		// A contact who subscribes is online: watch it back if we do not.
 		// Only when granted, so two peers hidden from each other do not
 		// bounce subscriptions back and forth.
@@ -200,6 +201,7 @@ func (s *Service) watchLoop(ctx context.Context) {
 	tick := time.NewTicker(max(s.cfg.SubscribeTTL/4, time.Second))
 	defer tick.Stop()
 	s.watchAll(ctx)
+	s.keepConns()
 	for {
 		select {
 		case <-ctx.Done():
@@ -211,6 +213,7 @@ func (s *Service) watchLoop(ctx context.Context) {
 		case <-tick.C:
 			s.watchAll(ctx)
 		}
+		s.keepConns()
 	}
 }
 
@@ -256,6 +259,44 @@ func (s *Service) watchAll(ctx context.Context) {
 	}
 	wg.Wait()
 }
+
+// keepConns asks the connection manager to keep the connections presence
+// rides on: to each watcher (a NOTIFY is pushed only over a live
+// connection) and to each contact we watch. Otherwise the manager trims
+// them as idle, the subscription ends with the connection, and renewing it
+// costs a DHT lookup and a new handshake — far more than keeping it.
+func (s *Service) keepConns() {
+	if s.cfg.Host == nil {
+		return
+	}
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	now := s.cfg.Now()
+	want := map[peer.ID]bool{}
+	s.mu.Lock()
+	for p, until := range s.watchers {
+		want[p] = now.Before(until)
+	}
+	for p, until := range s.subs {
+		want[p] = want[p] || now.Before(until)
+	}
+	s.mu.Unlock()
+	cm := s.cfg.Host.ConnManager()
+	for p, keep := range want {
+		if keep && !s.kept[p] {
+			cm.Protect(p, keepTag)
+			s.kept[p] = true
+		}
+	}
+	for p := range s.kept {
+		if !want[p] {
+			cm.Unprotect(p, keepTag)
+			delete(s.kept, p)
+		}
+	}
+}
+
+const keepTag = "parley-presence"
 
 // quiet spaces the lookups of a contact found offline. Each look costs a DHT
 // walk, and a contact who comes back says so itself: it subscribes to its

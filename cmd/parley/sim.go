@@ -75,6 +75,11 @@ func newSim(g *globals) *cobra.Command {
 							pprof.WriteHeapProfile(f)
 							f.Close()
 						}
+						// Beside it, where the goroutines are, summed by stack.
+						if f, err := os.Create(memProfile + ".goroutines"); err == nil {
+							pprof.Lookup("goroutine").WriteTo(f, 1)
+							f.Close()
+						}
 					}
 				}
 				return sim.Run(context.Background(), plan, opt)
@@ -132,7 +137,7 @@ func newSim(g *globals) *cobra.Command {
 	f.StringVar(&report, "report", "", "also write an HTML report with plots to this file (of the first run)")
 	f.IntVar(&runs, "runs", 1, "run the same plan this many times and report the spread of each metric")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the runs to this file (go tool pprof)")
-	f.StringVar(&memProfile, "memprofile", "", "write a heap profile to this file at the end of the run, nodes still up")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile to this file at the end of the run, nodes still up (and a goroutine summary to FILE.goroutines)")
 	return cmd
 }
 
