@@ -52,6 +52,10 @@ type Config struct {
 	Bootstrap []peer.AddrInfo
 	// Now is the validators' clock; nil means time.Now.
 	Now func() time.Time
+	// Refresh is how often the routing table is refreshed by lookups of
+	// random keys in each bucket: 0 is kad-dht's default (10 min), a
+	// negative value never (the node's own lookups keep its table fresh).
+	Refresh time.Duration
 }
 
 // DHT is kad-dht plus Parley's counting put (see Put).
@@ -79,6 +83,11 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		kaddht.Mode(mode),
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 		kaddht.DisableProviders(),
+	}
+	if cfg.Refresh < 0 {
+		opts = append(opts, kaddht.DisableAutoRefresh())
+	} else if cfg.Refresh > 0 {
+		opts = append(opts, kaddht.RoutingTableRefreshPeriod(cfg.Refresh))
 	}
 	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now}}
 	values := dssync.MutexWrap(ds.NewMapDatastore())

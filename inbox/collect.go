@@ -16,6 +16,8 @@ import (
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/seal"
 	"github.com/parley-p2p/parley/store"
+
+	"github.com/parley-p2p/parley/internal/jitter"
 )
 
 // CollectorConfig says how a recipient collects its inbox.
@@ -114,7 +116,7 @@ func (c *Collector) Kick() {
 
 func (c *Collector) loop(ctx context.Context) {
 	defer c.wg.Done()
-	t := time.NewTicker(c.cfg.Interval)
+	t := time.NewTimer(jitter.Spread(c.cfg.Interval))
 	defer t.Stop()
 	for {
 		last := time.Now()
@@ -125,6 +127,7 @@ func (c *Collector) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(jitter.Spread(c.cfg.Interval))
 		case <-c.kick:
 			// Many peers connecting at once must not become many lookups.
 			if wait := c.cfg.MinGap - time.Since(last); wait > 0 {

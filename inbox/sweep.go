@@ -10,6 +10,8 @@ import (
 
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/store"
+
+	"github.com/parley-p2p/parley/internal/jitter"
 )
 
 // sweepLoop expires old items and hands items to the peers now closest to
@@ -17,7 +19,7 @@ import (
 func (r *Replica) sweepLoop(ctx context.Context) {
 	defer r.wg.Done()
 	last := map[peer.ID]map[peer.ID]bool{} // per recipient, the replicas seen last time
-	t := time.NewTicker(r.cfg.Sweep)
+	t := time.NewTimer(jitter.Spread(r.cfg.Sweep))
 	defer t.Stop()
 	for {
 		select {
@@ -25,6 +27,7 @@ func (r *Replica) sweepLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		t.Reset(jitter.Spread(r.cfg.Sweep))
 		r.expire()
 		r.rebalance(ctx, last)
 	}

@@ -56,6 +56,12 @@ type Config struct {
 	Bootstrap []string
 	// DHTMode is server (the default), client or auto.
 	DHTMode string
+	// DHTRefresh is how often the DHT routing table is refreshed; 0 means
+	// every 10 minutes for a server and never for a client (a client's
+	// table serves only its own lookups, which keep it fresh, and the
+	// refresh lookups would be most of a quiet client's traffic); a
+	// negative value means never.
+	DHTRefresh time.Duration
 	// Host, when set, is used instead of building one; its key must be the
 	// identity's. The node does not close an injected host.
 	Host host.Host
@@ -196,7 +202,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.ownHost = true
 	}
 	mode, _ := dht.ParseMode(n.cfg.DHTMode)
-	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap}); err != nil {
+	refresh := n.cfg.DHTRefresh
+	if refresh == 0 && mode == dht.Client {
+		refresh = -1
+	}
+	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: refresh}); err != nil {
 		return err
 	}
 	// Streams to a peer whose address we do not know go through a DHT

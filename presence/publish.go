@@ -8,6 +8,8 @@ import (
 
 	"github.com/parley-p2p/parley/identity"
 	"github.com/parley-p2p/parley/internal/pb"
+
+	"github.com/parley-p2p/parley/internal/jitter"
 )
 
 // publishLoop signs a new record on start, on every change and before the
@@ -38,7 +40,7 @@ func (s *Service) publishLoop(ctx context.Context) {
 			default:
 			}
 		}
-		timer.Reset(s.cfg.Republish)
+		timer.Reset(jitter.Spread(s.cfg.Republish))
 	}
 }
 

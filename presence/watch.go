@@ -12,6 +12,8 @@ import (
 
 	"github.com/parley-p2p/parley/internal/exchange"
 	"github.com/parley-p2p/parley/internal/pb"
+
+	"github.com/parley-p2p/parley/internal/jitter"
 )
 
 // ProtocolID is the SUBSCRIBE/NOTIFY protocol.
@@ -198,7 +200,8 @@ func (s *Service) Kick(p peer.ID) {
 // start, when one connects, and before each subscription lapses.
 func (s *Service) watchLoop(ctx context.Context) {
 	defer s.wg.Done()
-	tick := time.NewTicker(max(s.cfg.SubscribeTTL/4, time.Second))
+	every := max(s.cfg.SubscribeTTL/4, time.Second)
+	tick := time.NewTimer(jitter.Spread(every))
 	defer tick.Stop()
 	s.watchAll(ctx)
 	s.keepConns()
@@ -211,6 +214,7 @@ func (s *Service) watchLoop(ctx context.Context) {
 				s.cfg.Logger.Debug("presence: subscribe", "peer", p, "err", err)
 			}
 		case <-tick.C:
+			tick.Reset(jitter.Spread(every))
 			s.watchAll(ctx)
 		}
 		s.keepConns()

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,11 @@ type Result struct {
 	Nodes     int           `json:"nodes"`
 	Simulated time.Duration `json:"simulated_ns"`
 	Wall      time.Duration `json:"wall_ns"`
+	// Join is the simulated time the nodes took to join before the
+	// workload's clock started (not in Simulated), and JoinWall its wall
+	// time (in Wall).
+	Join     time.Duration `json:"join_ns"`
+	JoinWall time.Duration `json:"join_wall_ns"`
 
 	Sent       int     `json:"sent"`        // messages written while the sender was up
 	Delivered  int     `json:"delivered"`   // shown at the recipient
@@ -39,12 +45,16 @@ type Result struct {
 	DHT          DHTWork `json:"dht_per_node_hour"`
 	// ConnsPerNodeHour counts connections a node opened or accepted, per
 	// simulated hour (each costs a QUIC and TLS handshake).
-	ConnsPerNodeHour float64   `json:"connections_per_node_hour"`
-	MaxHeldItems     int       `json:"max_held_items"` // items held by replicas at once, all nodes
-	MaxHeldBytes     int64     `json:"max_held_bytes"`
-	MemPerNode       float64   `json:"mem_per_node_bytes"` // peak of live heap (after a GC) + stacks / nodes up
-	RSSPerNode       float64   `json:"rss_per_node_bytes"` // peak of the process's resident memory / nodes up
-	GoroutinesNode   float64   `json:"goroutines_per_node"`
+	ConnsPerNodeHour float64 `json:"connections_per_node_hour"`
+	MaxHeldItems     int     `json:"max_held_items"` // items held by replicas at once, all nodes
+	MaxHeldBytes     int64   `json:"max_held_bytes"`
+	MemPerNode       float64 `json:"mem_per_node_bytes"`  // peak of live heap (after a GC) + stacks / nodes up
+	RSSPerNode       float64 `json:"rss_per_node_bytes"`  // peak of the process's resident memory / nodes up
+	GoroutinesNode   float64 `json:"goroutines_per_node"` // peak over the samples
+	// The medians over the samples: a node's cost in the steady state,
+	// without the bursts (joining, the hourly and ten-minute work).
+	MemSteady        float64   `json:"mem_per_node_median_bytes"`
+	GoroutinesSteady float64   `json:"goroutines_per_node_median"`
 	Samples          []Sample  `json:"samples"`
 	Notes            []string  `json:"notes,omitempty"`
 	DeliveryLatency  []float64 `json:"-"` // seconds, every delivery, for the report's CDF
@@ -296,7 +306,20 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 	if r.tries > 0 {
 		res.ResolveSuccess = float64(r.resolveOK) / float64(r.tries)
 	}
+	var mems, gors []float64
 	for _, s := range r.samples {
+		if s.At >= 0 && s.Up > 0 {
+			mems = append(mems, s.MemPerNode)
+			gors = append(gors, float64(s.Goroutines)/float64(s.Up))
+		}
+	}
+	res.MemSteady, res.GoroutinesSteady = median(mems), median(gors)
+	for _, s := range r.samples {
+		if s.At < 0 {
+			// Joining: with few nodes up, the process's own fixed costs
+			// divided among them say nothing about a node's.
+			continue
+		}
 		res.MemPerNode = max(res.MemPerNode, s.MemPerNode)
 		res.RSSPerNode = max(res.RSSPerNode, s.RSSPerNode)
 		if s.Up > 0 {
@@ -371,4 +394,13 @@ func residentBytes(ms *runtime.MemStats) uint64 {
 		}
 	}
 	return ms.Sys - ms.HeapReleased
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }

@@ -93,6 +93,9 @@ var reportPage = template.Must(template.New("report").Parse(`<!doctype html>
 func WriteReport(w io.Writer, r *Result) error {
 	var delivered, sent, mem [][2]float64
 	for _, s := range r.Samples {
+		if s.At < 0 {
+			continue // joining: counted in the peaks, not plotted
+		}
 		m := s.At.Minutes()
 		delivered = append(delivered, [2]float64{m, float64(s.Delivered)})
 		sent = append(sent, [2]float64{m, float64(s.Sent)})

@@ -74,17 +74,20 @@ func Run(ctx context.Context, plan *Plan, opt Options) (*Result, error) {
 		defer os.RemoveAll(dir)
 		opt.Dir = dir
 	}
-	wallStart, simStart := wallNow(), time.Now()
+	wallStart, joinStart := wallNow(), time.Now()
 	w, stop, err := newWorld(ctx, plan, opt)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
-	w.rec.startedAt = time.Now()
+	joined, joinWall := time.Since(joinStart), wallNow()-wallStart
+	simStart := time.Now()
+	w.rec.startedAt = simStart
 	simulated := w.play(simStart)
 	stop() // first: the nodes still up add their traffic and DHT work
 	result := w.rec.result(plan, simulated)
 	result.Wall = wallNow() - wallStart
+	result.Join, result.JoinWall = joined, joinWall
 	return result, nil
 }
 
@@ -107,15 +110,29 @@ func newWorld(ctx context.Context, plan *Plan, opt Options) (*world, func(), err
 	for i := range sc.Nodes {
 		w.ids = append(w.ids, identityFor(sc.Seed, i))
 	}
+	// Each joins, then befriends its contacts among those up (the later
+	// ones befriend it when they join), then the next joins after a pause.
+	gap := sc.JoinOver / time.Duration(sc.Nodes)
+	// Sampled as it goes (at negative times: before the workload's clock
+	// starts), so the peaks include joining.
+	joinStart, nextSample := time.Now(), time.Duration(0)
 	for i := range sc.Nodes {
+		if at := time.Since(joinStart); at >= nextSample {
+			w.rec.sample(at-sc.JoinOver, w)
+			nextSample += opt.Sample
+			if opt.Progress != nil {
+				fmt.Fprintf(opt.Progress, "\rjoining: %d of %d nodes up   ", i, sc.Nodes)
+			}
+		}
 		if err := w.start(i); err != nil {
 			stop()
 			return nil, nil, err
 		}
-	}
-	if err := w.befriend(); err != nil {
-		stop()
-		return nil, nil, err
+		if err := w.befriend(i); err != nil {
+			stop()
+			return nil, nil, err
+		}
+		time.Sleep(gap)
 	}
 	return w, stop, nil
 }
@@ -266,13 +283,17 @@ func (w *world) stopAll() {
 	}
 }
 
-// befriend makes every planned contact mutual.
-func (w *world) befriend() error {
-	for i, cs := range w.plan.Contacts {
-		for _, j := range cs {
-			for _, pair := range [][2]int{{i, j}, {j, i}} {
-				a, b := pair[0], pair[1]
-				if _, err := w.nodes[a].AddContact(w.ctx, api.Contact{Name: fmt.Sprint("n", b), ID: w.ids[b].ID().String()}); err != nil {
+// befriend makes node i's planned contacts with the nodes before it mutual
+// (each pair once: the later of the two makes it).
+func (w *world) befriend(i int) error {
+	for a, cs := range w.plan.Contacts {
+		for _, b := range cs {
+			if max(a, b) != i {
+				continue
+			}
+			for _, pair := range [][2]int{{a, b}, {b, a}} {
+				x, y := pair[0], pair[1]
+				if _, err := w.nodes[x].AddContact(w.ctx, api.Contact{Name: fmt.Sprint("n", y), ID: w.ids[y].ID().String()}); err != nil {
 					return fmt.Errorf("sim: contacts: %w", err)
 				}
 			}

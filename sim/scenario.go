@@ -55,6 +55,11 @@ type Scenario struct {
 	Settle time.Duration
 	// ConnLow and ConnHigh cap connections per node; default 8 and 16.
 	ConnLow, ConnHigh int
+	// JoinOver is how long the nodes take to join, one after another, each
+	// adding its contacts among those already up as it joins (default 50 ms
+	// per node). The workload's clock starts when the last has joined: a
+	// swarm grows; it does not appear at once.
+	JoinOver time.Duration
 }
 
 func (s Scenario) withDefaults() Scenario {
@@ -98,6 +103,7 @@ func (s Scenario) withDefaults() Scenario {
 	if s.ConnLow == 0 {
 		s.ConnLow, s.ConnHigh = 8, 16
 	}
+	def(&s.JoinOver, time.Duration(s.Nodes)*50*time.Millisecond)
 	return s
 }
 
@@ -117,6 +123,8 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("contacts %d: use 1 to %d", s.Contacts, s.Nodes-1)
 	case s.MessageRate < 0 || s.PresenceRate < 0:
 		return errors.New("rates cannot be negative")
+	case s.JoinOver < 0 || s.JoinOver > time.Hour:
+		return errors.New("join time must be between 0 and 1h")
 	case s.ConnLow < 2 || s.ConnHigh < s.ConnLow:
 		return errors.New("connection caps: low at least 2, high at least low")
 	}
