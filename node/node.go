@@ -108,6 +108,7 @@ type Node struct {
 	host     host.Host
 	ownHost  bool
 	dht      *dht.DHT
+	refresh  time.Duration // the DHT routing table's refresh period; negative: never
 	store    *store.Store
 	direct   *direct.Service
 	outbox   *outbox.Outbox
@@ -202,11 +203,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.ownHost = true
 	}
 	mode, _ := dht.ParseMode(n.cfg.DHTMode)
-	refresh := n.cfg.DHTRefresh
-	if refresh == 0 && mode == dht.Client {
-		refresh = -1
+	n.refresh = n.cfg.DHTRefresh
+	if n.refresh == 0 && mode == dht.Client {
+		n.refresh = -1
 	}
-	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: refresh}); err != nil {
+	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: n.refresh}); err != nil {
 		return err
 	}
 	// Streams to a peer whose address we do not know go through a DHT
@@ -313,11 +314,16 @@ func (n *Node) joinSwarm(ctx context.Context) error {
 	for _, err := range errs {
 		n.log.Warn("node: bootstrap peer did not answer", "err", err)
 	}
-	// Fill the routing table now instead of at the first refresh, and wait
-	// (briefly) until it holds someone: lookups made right after Start —
+	// A server fills its routing table now instead of at the first refresh
+	// (and so becomes known to the peers it asks). A client that does not
+	// refresh skips it: a dozen lookups of random keys only to fill a table
+	// that its own first lookups fill on the way. Either waits (briefly)
+	// until the table holds someone: lookups made right after Start —
 	// publishing presence, collecting the inbox — need it.
-	if err := n.dht.Bootstrap(ctx); err != nil {
-		return err
+	if n.refresh >= 0 {
+		if err := n.dht.Bootstrap(ctx); err != nil {
+			return err
+		}
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
