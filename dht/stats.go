@@ -6,6 +6,7 @@ import (
 
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	kadpb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -77,4 +78,11 @@ func (p *DHT) FindPeer(ctx context.Context, id peer.ID) (peer.AddrInfo, error) {
 // served is kad-dht's request hook.
 func (c *counters) onRequest(context.Context, network.Stream, *kadpb.Message) {
 	c.served.Add(1)
+}
+
+// Nearest is the n peers this node's routing table holds nearest key, with
+// no lookup: a node knows its own neighbourhood well, and so the
+// neighbourhoods of keys near it.
+func (p *DHT) Nearest(key string, n int) []peer.ID {
+	return p.RoutingTable().NearestPeers(kb.ConvertKey(key), n)
 }

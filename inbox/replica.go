@@ -58,6 +58,9 @@ type ReplicaConfig struct {
 	Key     crypto.PrivKey // signs receipts
 	Store   *store.Store
 	Closest Closest
+	// Nearest, when set, gives the peers this node's routing table holds
+	// nearest a key, without a lookup (see rebalance).
+	Nearest func(key string, n int) []peer.ID
 	Limits  Limits
 	R       int           // replicas per recipient, for handoff; default 5
 	Sweep   time.Duration // expiry sweep and handoff check; default 5 min

@@ -18,7 +18,7 @@ import (
 // their recipient's key, so a message survives churn among its replicas.
 func (r *Replica) sweepLoop(ctx context.Context) {
 	defer r.wg.Done()
-	last := map[peer.ID]map[peer.ID]bool{} // per recipient, the replicas seen last time
+	last := newSweepState()
 	t := time.NewTimer(jitter.Spread(r.cfg.Sweep))
 	defer t.Stop()
 	for {
@@ -36,7 +36,51 @@ func (r *Replica) sweepLoop(ctx context.Context) {
 // Sweep runs one expiry and handoff pass now (tests and tools).
 func (r *Replica) Sweep(ctx context.Context) {
 	r.expire()
-	r.rebalance(ctx, map[peer.ID]map[peer.ID]bool{})
+	r.rebalance(ctx, newSweepState())
+}
+
+// sweepState is what rebalancing remembers between sweeps, per recipient:
+// the other replicas found last time and when they were looked up.
+type sweepState struct {
+	last   map[peer.ID]map[peer.ID]bool
+	looked map[peer.ID]time.Time
+}
+
+func newSweepState() *sweepState {
+	return &sweepState{last: map[peer.ID]map[peer.ID]bool{}, looked: map[peer.ID]time.Time{}}
+}
+
+// relookEvery bounds how long a replica trusts its own routing table's
+// view of a recipient's neighbourhood before it looks it up again.
+const relookEvery = 30 * time.Minute
+
+// neighbourhoodChanged says whether the routing table's view of the peers
+// nearest a recipient's key (nearest) differs from the replica set found
+// by the last lookup (last, without self): whether a newcomer now ranks
+// among the r closest, or this replica no longer does. A replica is near
+// the keys it holds, and Kademlia keeps a node's own neighbourhood well
+// known, so its table sees a newcomer there as soon as a lookup would.
+func neighbourhoodChanged(self, recipient peer.ID, key string, last map[peer.ID]bool, nearest []peer.ID, r int) bool {
+	candidates := []peer.ID{self}
+	for p := range last {
+		candidates = append(candidates, p)
+	}
+	for _, p := range nearest {
+		if p != self && p != recipient && !last[p] {
+			candidates = append(candidates, p)
+		}
+	}
+	candidates = kb.SortClosestPeers(candidates, kb.ConvertKey(key))
+	top := candidates[:min(len(candidates), r)]
+	if !slices.Contains(top, self) {
+		return true
+	}
+	for _, p := range top {
+		if p != self && !last[p] {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Replica) expire() {
@@ -60,13 +104,33 @@ func (r *Replica) expire() {
 // Newcomers among them get every item; if this replica is no longer among
 // them, it hands everything over and drops its copies once enough of them
 // confirmed.
-func (r *Replica) rebalance(ctx context.Context, last map[peer.ID]map[peer.ID]bool) {
+//
+// A lookup per recipient per sweep would make a busy replica's sweeps most
+// of its traffic; so between lookups (at most relookEvery apart) a sweep
+// asks the routing table first and looks up only when the neighbourhood
+// changed.
+func (r *Replica) rebalance(ctx context.Context, st *sweepState) {
 	self := r.cfg.Host.ID()
-	for recipient := range r.Totals() {
-		closest, err := r.cfg.Closest(ctx, Key(recipient))
+	last := st.last
+	now := r.cfg.Now()
+	held := r.Totals()
+	for recipient := range last {
+		if _, ok := held[recipient]; !ok {
+			delete(last, recipient) // nothing held for it any more
+			delete(st.looked, recipient)
+		}
+	}
+	for recipient := range held {
+		key := Key(recipient)
+		if prev, ok := last[recipient]; ok && r.cfg.Nearest != nil && now.Sub(st.looked[recipient]) < relookEvery &&
+			!neighbourhoodChanged(self, recipient, key, prev, r.cfg.Nearest(key, r.cfg.R+1), r.cfg.R) {
+			continue
+		}
+		closest, err := r.cfg.Closest(ctx, key)
 		if err != nil {
 			continue
 		}
+		st.looked[recipient] = now
 		// The lookup never answers with ourselves: put us in and see
 		// whether we rank among the R closest.
 		candidates := []peer.ID{self}

@@ -221,7 +221,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	closest := n.dht.GetClosestPeers
 	if n.replica, err = inbox.NewReplica(inbox.ReplicaConfig{
-		Host: n.host, Key: n.id.PrivKey(), Store: n.store, Closest: closest,
+		Host: n.host, Key: n.id.PrivKey(), Store: n.store, Closest: closest, Nearest: n.dht.Nearest,
 		Limits: ic.Limits, R: ic.Replicas, Sweep: ic.Sweep, Logger: n.log,
 	}); err != nil {
 		return err

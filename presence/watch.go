@@ -312,7 +312,7 @@ type quiet struct {
 	gap  time.Duration
 }
 
-const maxQuiet = 30 * time.Minute
+const maxQuiet = time.Hour
 
 // quietFor notes that c was found offline at now; s.mu is held.
 func (s *Service) quietFor(c peer.ID, now time.Time) {
