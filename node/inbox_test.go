@@ -357,3 +357,32 @@ func fakeItem(i int) []byte {
 	raw, _ := protoMarshal(it)
 	return raw
 }
+
+// Between lookups a collection asks only the replicas remembered from the
+// last one: an online node's periodic pass costs no walk of the DHT.
+func TestCollectBetweenLookupsAsksRememberedReplicas(t *testing.T) {
+	s := newInboxSwarm(t, "boot", "r1", "r2", "r3", "r4", "r5", "alice", "bob")
+	ctx := context.Background()
+	alice, bobID := s.nodes["alice"], s.nodes["bob"].ID()
+	s.stop("bob")
+	sent := texts50(t, alice, bobID, 3)
+	bob := s.start("bob")
+	if _, err := bob.collect.Collect(ctx); err != nil { // the first pass looks up
+		t.Fatal(err)
+	}
+	checkReceived(t, bob, alice.ID(), sent)
+	// Its presence record is stored (a lookup of its own) before counting.
+	waitFor(t, "bob's presence record to be stored", func() bool {
+		_, _, st := bob.presence.Status()
+		return st.Accepted > 0
+	})
+	before := bob.DHTStats()
+	for range 3 {
+		if _, err := bob.collect.Collect(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := bob.DHTStats(); after.Closest != before.Closest {
+		t.Fatalf("3 collections between lookups made %d lookups, want 0", after.Closest-before.Closest)
+	}
+}

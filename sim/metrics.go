@@ -173,6 +173,15 @@ func (r *recorder) stopped(i int, bw *metrics.BandwidthCounter, st dht.Stats) {
 
 func (r *recorder) connected() { r.conns.Add(1) }
 
+// shiftSamples moves the samples taken so far by d.
+func (r *recorder) shiftSamples(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.samples {
+		r.samples[i].At += d
+	}
+}
+
 func (r *recorder) note(s string) {
 	r.mu.Lock()
 	r.notes = append(r.notes, s)

@@ -113,12 +113,12 @@ func newWorld(ctx context.Context, plan *Plan, opt Options) (*world, func(), err
 	// Each joins, then befriends its contacts among those up (the later
 	// ones befriend it when they join), then the next joins after a pause.
 	gap := sc.JoinOver / time.Duration(sc.Nodes)
-	// Sampled as it goes (at negative times: before the workload's clock
-	// starts), so the peaks include joining.
+	// Sampled as it goes; those samples end up at negative times (before
+	// the workload's clock starts) and count in no peak.
 	joinStart, nextSample := time.Now(), time.Duration(0)
 	for i := range sc.Nodes {
 		if at := time.Since(joinStart); at >= nextSample {
-			w.rec.sample(at-sc.JoinOver, w)
+			w.rec.sample(at, w)
 			nextSample += opt.Sample
 			if opt.Progress != nil {
 				fmt.Fprintf(opt.Progress, "\rjoining: %d of %d nodes up   ", i, sc.Nodes)
@@ -134,6 +134,8 @@ func newWorld(ctx context.Context, plan *Plan, opt Options) (*world, func(), err
 		}
 		time.Sleep(gap)
 	}
+	// Put the join's samples before the workload's clock: at negative times.
+	w.rec.shiftSamples(-time.Since(joinStart))
 	return w, stop, nil
 }
 
@@ -277,10 +279,20 @@ func (w *world) stop(i int) {
 	w.rec.cancel(i)
 }
 
+// stopAll stops every node, many at once: each says goodbye (an offline
+// record to its watchers and the DHT), and one after another that would
+// take a large swarm longer than the run.
 func (w *world) stopAll() {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
 	for i := range w.nodes {
-		w.stop(i)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			w.stop(i)
+		})
 	}
+	wg.Wait()
 }
 
 // befriend makes node i's planned contacts with the nodes before it mutual
