@@ -210,6 +210,9 @@ func (w *world) start(i int) error {
 		libp2p.BandwidthReporter(bw),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
+		// Every simulated address is reachable (the classes differ in DHT
+		// mode and links, not in NAT): no AutoNAT probing.
+		libp2p.ForceReachabilityPublic(),
 	)
 	if err != nil {
 		return fmt.Errorf("sim: host %d: %w", i, err)
