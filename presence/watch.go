@@ -210,6 +210,11 @@ func (s *Service) watchLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case p := <-s.kick:
+			if s.watchedFor(p) > s.cfg.SubscribeTTL/2 {
+				// Already watching, and not yet due to renew: kicks come
+				// from every new connection and from p subscribing back.
+				continue
+			}
 			if err := s.Subscribe(ctx, p); err != nil {
 				s.cfg.Logger.Debug("presence: subscribe", "peer", p, "err", err)
 			}
@@ -320,6 +325,17 @@ func (s *Service) quietFor(c peer.ID, now time.Time) {
 	q.gap = min(max(2*q.gap, s.cfg.SubscribeTTL/4, time.Second), maxQuiet)
 	q.next = now.Add(q.gap)
 	s.quiet[c] = q
+}
+
+// watchedFor is how long our subscription to p still holds (0 if none).
+func (s *Service) watchedFor(p peer.ID) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.subs[p]
+	if !ok {
+		return 0
+	}
+	return max(until.Sub(s.cfg.Now()), 0)
 }
 
 // Watching reports whether p pushes its changes to us (a live subscription).
