@@ -13,11 +13,10 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/parley-p2p/parley/internal/jitter"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/seal"
 	"github.com/parley-p2p/parley/store"
-
-	"github.com/parley-p2p/parley/internal/jitter"
 )
 
 // CollectorConfig says how a recipient collects its inbox.
@@ -209,7 +208,6 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 		for _, r := range replicas {
 			list(r)
 		}
-		wg.Wait()
 		if lookupErr == nil {
 			c.lookedUp = c.cfg.Now()
 			c.remember(replicas)

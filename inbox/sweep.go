@@ -8,10 +8,9 @@ import (
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/parley-p2p/parley/internal/jitter"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/store"
-
-	"github.com/parley-p2p/parley/internal/jitter"
 )
 
 // sweepLoop expires old items and hands items to the peers now closest to

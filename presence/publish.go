@@ -7,9 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-p2p/parley/identity"
-	"github.com/parley-p2p/parley/internal/pb"
-
 	"github.com/parley-p2p/parley/internal/jitter"
+	"github.com/parley-p2p/parley/internal/pb"
 )
 
 // publishLoop signs a new record on start, on every change and before the

@@ -11,9 +11,8 @@ import (
 	"github.com/libp2p/go-msgio/pbio"
 
 	"github.com/parley-p2p/parley/internal/exchange"
-	"github.com/parley-p2p/parley/internal/pb"
-
 	"github.com/parley-p2p/parley/internal/jitter"
+	"github.com/parley-p2p/parley/internal/pb"
 )
 
 // ProtocolID is the SUBSCRIBE/NOTIFY protocol.
@@ -339,9 +338,4 @@ func (s *Service) watchedFor(p peer.ID) time.Duration {
 }
 
 // Watching reports whether p pushes its changes to us (a live subscription).
-func (s *Service) Watching(p peer.ID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	until, ok := s.subs[p]
-	return ok && s.cfg.Now().Before(until)
-}
+func (s *Service) Watching(p peer.ID) bool { return s.watchedFor(p) > 0 }

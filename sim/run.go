@@ -45,7 +45,10 @@ type world struct {
 	ctx  context.Context
 	nw   *simnet.Simnet
 	ids  []*identity.Identity
-	boot string
+	// pairs[i] are the planned contact pairs node i makes as it joins: those
+	// whose other end joined before it.
+	pairs [][][2]int
+	boot  string
 
 	mu      sync.Mutex
 	nodes   []*node.Node // nil while a node is down
@@ -112,6 +115,12 @@ func newWorld(ctx context.Context, plan *Plan, opt Options) (*world, func(), err
 	}
 	// Each joins, then befriends its contacts among those up (the later
 	// ones befriend it when they join), then the next joins after a pause.
+	w.pairs = make([][][2]int, sc.Nodes)
+	for a, cs := range plan.Contacts {
+		for _, b := range cs {
+			w.pairs[max(a, b)] = append(w.pairs[max(a, b)], [2]int{a, b})
+		}
+	}
 	gap := sc.JoinOver / time.Duration(sc.Nodes)
 	// Sampled as it goes; those samples end up at negative times (before
 	// the workload's clock starts) and count in no peak.
@@ -299,18 +308,13 @@ func (w *world) stopAll() {
 }
 
 // befriend makes node i's planned contacts with the nodes before it mutual
-// (each pair once: the later of the two makes it).
+// (each pair once, made by the later of the two to join).
 func (w *world) befriend(i int) error {
-	for a, cs := range w.plan.Contacts {
-		for _, b := range cs {
-			if max(a, b) != i {
-				continue
-			}
-			for _, pair := range [][2]int{{a, b}, {b, a}} {
-				x, y := pair[0], pair[1]
-				if _, err := w.nodes[x].AddContact(w.ctx, api.Contact{Name: fmt.Sprint("n", y), ID: w.ids[y].ID().String()}); err != nil {
-					return fmt.Errorf("sim: contacts: %w", err)
-				}
+	for _, pair := range w.pairs[i] {
+		for _, xy := range [][2]int{pair, {pair[1], pair[0]}} {
+			x, y := xy[0], xy[1]
+			if _, err := w.nodes[x].AddContact(w.ctx, api.Contact{Name: fmt.Sprint("n", y), ID: w.ids[y].ID().String()}); err != nil {
+				return fmt.Errorf("sim: contacts: %w", err)
 			}
 		}
 	}

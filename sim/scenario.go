@@ -124,7 +124,7 @@ func (s Scenario) Validate() error {
 	case s.MessageRate < 0 || s.PresenceRate < 0:
 		return errors.New("rates cannot be negative")
 	case s.JoinOver < 0 || s.JoinOver > time.Hour:
-		return errors.New("join time must be between 0 and 1h")
+		return fmt.Errorf("join time %v: use 0 to 1h", s.JoinOver)
 	case s.ConnLow < 2 || s.ConnHigh < s.ConnLow:
 		return errors.New("connection caps: low at least 2, high at least low")
 	}

@@ -103,7 +103,7 @@ func newRun(g *globals) *cobra.Command {
 	f.StringVar(&apiAddr, "api", "127.0.0.1:0", "address of the local API (loopback only; port 0 picks one)")
 	f.StringVar(&dhtMode, "dht-mode", "server", "DHT mode: server, client or auto")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.DurationVar(&inboxEvery, "inbox-interval", 5*time.Minute, "how often to fetch messages waiting at replicas (also done on start and on reconnect)")
+	f.DurationVar(&inboxEvery, "inbox-interval", 5*time.Minute, "how often to fetch messages waiting at replicas (also done on start, and when back in touch after losing every connection)")
 	f.BoolVar(&readReceipts, "read-receipts", true, "tell senders when you have read their messages")
 	f.DurationVar(&lifetime, "presence-lifetime", 30*time.Minute, "how long a published presence record is valid")
 	f.DurationVar(&republish, "presence-republish", 10*time.Minute, "how often the presence record is published again")

@@ -53,7 +53,7 @@ func newSim(g *globals) *cobra.Command {
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
-					return err
+					return fmt.Errorf("--cpuprofile: %w", err)
 				}
 				// testing.Main exits the process: the profile is stopped
 				// and written when the runs are done, before the results.
