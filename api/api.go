@@ -73,8 +73,12 @@ type SendRequest struct {
 // Contact is a petname and the peer it names, with what this node knows
 // of the contact's presence and what the contact may see of the user.
 type Contact struct {
-	Name     string    `json:"name"`
-	ID       string    `json:"id"`
+	Name string `json:"name"`
+	ID   string `json:"id"` // a peer ID, or an address ending in /p2p/<peer ID>
+	// Addrs, when adding a contact, are where it said it listens (its
+	// 'parley id'): the first messages and the presence key go straight
+	// there, with no DHT lookup, which cannot find a peer behind NAT.
+	Addrs    []string  `json:"addrs,omitempty"`
 	Presence *Presence `json:"presence,omitempty"`
 	Access   string    `json:"access,omitempty"` // "allowed", "denied", "blocked" or "" (the visibility mode decides)
 }

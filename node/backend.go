@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-p2p/parley/api"
@@ -157,9 +159,9 @@ func (n *Node) AddContact(_ context.Context, c api.Contact) (api.Contact, error)
 	if err := checkPetname(c.Name); err != nil {
 		return api.Contact{}, err
 	}
-	p, err := peer.Decode(c.ID)
+	p, addrs, err := contactCard(c)
 	if err != nil {
-		return api.Contact{}, api.BadInput(fmt.Sprintf("%q is not a peer ID (it looks like 12D3KooW…); ask your contact for 'parley id'", c.ID))
+		return api.Contact{}, err
 	}
 	if _, err := identity.X25519Public(p); err != nil {
 		return api.Contact{}, api.BadInput(fmt.Sprintf("peer ID %s does not carry an Ed25519 key, so it is not a Parley address", c.ID))
@@ -173,11 +175,52 @@ func (n *Node) AddContact(_ context.Context, c api.Contact) (api.Contact, error)
 	if err := n.store.DropRequest(p); err != nil {
 		return api.Contact{}, err
 	}
+	if len(addrs) > 0 {
+		// Before the presence key goes out (PolicyChanged sends it).
+		n.host.Peerstore().AddAddrs(p, addrs, peerstore.AddressTTL)
+	}
 	if err := n.presence.PolicyChanged(); err != nil {
 		return api.Contact{}, err
 	}
 	n.presence.Kick(p)
 	return api.Contact{Name: c.Name, ID: p.String()}, nil
+}
+
+// contactCard reads the peer a new contact names and the addresses it came
+// with: a peer ID, or an address ending in /p2p/<peer ID> (as 'parley id'
+// prints them), plus any further addresses.
+func contactCard(c api.Contact) (peer.ID, []ma.Multiaddr, error) {
+	var addrs []ma.Multiaddr
+	id := c.ID
+	if strings.HasPrefix(id, "/") {
+		a, err := ma.NewMultiaddr(id)
+		if err != nil {
+			return "", nil, api.BadInput(fmt.Sprintf("%q is not an address: %v; give the peer ID or an address from the contact's 'parley id'", c.ID, err))
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(a)
+		if err != nil {
+			return "", nil, api.BadInput(fmt.Sprintf("address %s does not end in /p2p/<peer ID>; copy a whole line of the contact's 'parley id'", c.ID))
+		}
+		id, addrs = ai.ID.String(), ai.Addrs
+	}
+	p, err := peer.Decode(id)
+	if err != nil {
+		return "", nil, api.BadInput(fmt.Sprintf("%q is not a peer ID (it looks like 12D3KooW…); ask your contact for 'parley id'", c.ID))
+	}
+	for _, s := range c.Addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return "", nil, api.BadInput(fmt.Sprintf("%q is not an address: %v", s, err))
+		}
+		rest, of := peer.SplitAddr(a)
+		if of != "" && of != p {
+			return "", nil, api.BadInput(fmt.Sprintf("address %s is another peer's (%s), not %s's", s, of, p))
+		}
+		if rest != nil {
+			addrs = append(addrs, rest)
+		}
+	}
+	return p, addrs, nil
 }
 
 // RemoveContact forgets a petname; the history stays.

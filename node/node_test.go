@@ -214,13 +214,49 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("Send(%q, %d bytes): %v, want an input error about %q", tc.req.To, len(tc.req.Text), err, tc.want)
 		}
 	}
-	for _, c := range []api.Contact{{Name: "two words", ID: other.ID().String()}, {Name: "x", ID: "bad"}, {Name: "", ID: other.ID().String()}} {
+	otherCard := "/ip4/127.0.0.1/tcp/4001/p2p/" + other.ID().String()
+	for _, c := range []api.Contact{
+		{Name: "two words", ID: other.ID().String()}, {Name: "x", ID: "bad"}, {Name: "", ID: other.ID().String()},
+		{Name: "x", ID: "/ip4/127.0.0.1/tcp/4001"},                                                               // no /p2p/ part
+		{Name: "x", ID: "/ip4/nowhere/p2p/" + other.ID().String()},                                               // not an address
+		{Name: "x", ID: other.ID().String(), Addrs: []string{"127.0.0.1:4001"}},                                  // not a multiaddr
+		{Name: "x", ID: other.ID().String(), Addrs: []string{"/ip4/127.0.0.1/tcp/1/p2p/" + alice.ID().String()}}, // someone else's
+	} {
 		if _, err := alice.AddContact(ctx, c); err == nil || !api.IsInput(err) {
 			t.Errorf("AddContact(%+v): %v", c, err)
 		}
 	}
 	if out, _ := alice.Outbox(ctx); len(out) != 0 {
 		t.Fatal("a refused message reached the outbox")
+	}
+	if _, err := alice.AddContact(ctx, api.Contact{Name: "other", ID: otherCard}); err != nil {
+		t.Fatalf("AddContact with a card: %v", err)
+	}
+}
+
+// TestContactCard: a contact added with the address from its 'parley id'
+// is reached directly, with no DHT lookup, even from a node that shares no
+// DHT with it (two swarms of one node each).
+func TestContactCard(t *testing.T) {
+	dir := t.TempDir()
+	alice := startNode(t, filepath.Join(dir, "alice"))
+	bob := startNode(t, filepath.Join(dir, "bob"))
+	ctx := context.Background()
+	if _, err := alice.AddContact(ctx, api.Contact{Name: "bob", ID: bob.Addrs()[0].String()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.AddContact(ctx, api.Contact{Name: "alice", ID: alice.ID().String()}); err != nil {
+		t.Fatal(err)
+	}
+	m := send(t, alice, "bob", "found you")
+	if m.State != "delivered" {
+		t.Fatalf("message state %q, want delivered", m.State)
+	}
+	if got := texts(t, bob, "alice"); len(got) != 1 || got[0] != "in:found you" {
+		t.Fatalf("bob has %v", got)
+	}
+	if st := alice.DHTStats(); st.Peer != 0 {
+		t.Fatalf("alice looked a peer up %d times; the card had the address", st.Peer)
 	}
 }
 

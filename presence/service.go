@@ -286,9 +286,13 @@ func (s *Service) SetVisibility(v Visibility) error {
 }
 
 // PolicyChanged reloads contacts and lists from the store, shares or
-// rotates the key, and republishes. Call it after any change to contacts,
-// allow, deny or block lists.
+// rotates the key, and republishes when the record changes with it. Call it
+// after any change to contacts, allow, deny or block lists.
 func (s *Service) PolicyChanged() error {
+	wasSealed := s.policy.Load().Sealed()
+	s.mu.Lock()
+	oldKey := s.key
+	s.mu.Unlock()
 	if err := s.reloadPolicy(); err != nil {
 		return err
 	}
@@ -317,7 +321,16 @@ func (s *Service) PolicyChanged() error {
 			cancel()
 		}
 	}
-	s.republishNow()
+	// A record is sealed or not, and with one key: a new contact given the
+	// current key reads the record already out there, so adding one costs
+	// no DHT store (a node befriending its contacts would otherwise store
+	// its record once per contact).
+	s.mu.Lock()
+	rekeyed := s.key != oldKey
+	s.mu.Unlock()
+	if rekeyed || wasSealed != s.policy.Load().Sealed() || len(ended) > 0 {
+		s.republishNow()
+	}
 	return nil
 }
 

@@ -313,7 +313,14 @@ func (w *world) befriend(i int) error {
 	for _, pair := range w.pairs[i] {
 		for _, xy := range [][2]int{pair, {pair[1], pair[0]}} {
 			x, y := xy[0], xy[1]
-			if _, err := w.nodes[x].AddContact(w.ctx, api.Contact{Name: fmt.Sprint("n", y), ID: w.ids[y].ID().String()}); err != nil {
+			// As users do: each shows the other its 'parley id' (its
+			// addresses with its peer ID), so the first message needs no
+			// DHT lookup (which cannot find a DHT client at all).
+			var card []string
+			for _, a := range w.nodes[y].Addrs() {
+				card = append(card, a.String())
+			}
+			if _, err := w.nodes[x].AddContact(w.ctx, api.Contact{Name: fmt.Sprint("n", y), ID: w.ids[y].ID().String(), Addrs: card}); err != nil {
 				return fmt.Errorf("sim: contacts: %w", err)
 			}
 		}

@@ -387,7 +387,10 @@ func TestCLIPresence(t *testing.T) {
 	a := startDaemon(t, aHome)
 	startDaemon(t, bHome, a.addr)
 	mustParley(t, "contacts", "add", "--home", aHome, bID, "bob")
-	mustParley(t, "contacts", "add", "--home", bHome, aID, "alice")
+	// bob adds alice by a line of her 'parley id': her address and peer ID.
+	if out := mustParley(t, "contacts", "add", "--home", bHome, a.addr, "alice"); !strings.Contains(out, "added "+aID+" as alice") {
+		t.Fatalf("contacts add with an address printed %q", out)
+	}
 	out := mustParley(t, "status", "set", "away", "--note", "back at 5", "--home", aHome)
 	if !strings.Contains(out, "away — back at 5") || !strings.Contains(out, "visible to: contacts") {
 		t.Fatalf("status set printed %q", out)

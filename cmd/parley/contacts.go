@@ -29,7 +29,7 @@ func newContacts(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
 	add := &cobra.Command{
 		Use:   "add PEER NAME",
-		Short: "Give a peer ID a petname",
+		Short: "Give a peer a petname (PEER: its ID, or a line of its 'parley id' to reach it without a lookup)",
 		Args:  exactArgs(2, "contacts add PEER NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dial(g)
