@@ -117,6 +117,11 @@ func (s *Service) learnRecord(p peer.ID, raw []byte, source string, reread bool)
 	}
 	changed := old == nil || old.view.Status != v.Status || old.view.Note != v.Note
 	s.cache[p] = &cached{raw: raw, seq: rec.Seq, view: v, fetched: now, source: source, opened: opened}
+	if _, isQuiet := s.quiet[p]; v.Status == Offline && source == "notify" && !isQuiet {
+		// A contact's own word that it left: no need to look it up at the
+		// next watch, only later, in case it came back and cannot tell us.
+		s.quietFor(p, now)
+	}
 	s.mu.Unlock()
 	if len(v.Addrs) > 0 {
 		// Direct delivery dials these without a DHT lookup.

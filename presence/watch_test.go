@@ -1,13 +1,17 @@
 package presence
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
 
+	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/store"
 )
 
@@ -60,5 +64,48 @@ func TestSubscribeOnlyWhoMaySee(t *testing.T) {
 	}
 	if s.Watchers() != 0 {
 		t.Fatal("a stranger became a watcher")
+	}
+}
+
+// countingDHT answers every value lookup with "not found", and counts them.
+type countingDHT struct{ lookups atomic.Int64 }
+
+func (d *countingDHT) Put(context.Context, string, []byte) (int, int, error) { return 0, 0, nil }
+func (d *countingDHT) GetValue(context.Context, string, ...routing.Option) ([]byte, error) {
+	d.lookups.Add(1)
+	return nil, routing.ErrNotFound
+}
+
+// TestOfflineNotifyIsNotLookedUpAtOnce: a contact's pushed offline record is
+// its own word that it left, so the next watch does not look it up in the
+// DHT; only after the quiet gap is it looked up again.
+func TestOfflineNotifyIsNotLookedUpAtOnce(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	contact := newID(t)
+	if err := st.AddContact("c", contact.ID()); err != nil {
+		t.Fatal(err)
+	}
+	clock := now
+	dht := &countingDHT{}
+	s, err := New(Config{Identity: newID(t), Store: st, DHT: dht, SendKey: func(peer.ID, PresenceKey) error { return nil },
+		OnChange: func(View) {}, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.learn(contact.ID(), encode(signed(t, contact, 1, nil, pb.Status_OFFLINE)), "notify"); err != nil {
+		t.Fatal(err)
+	}
+	s.watchAll(context.Background())
+	if n := dht.lookups.Load(); n != 0 {
+		t.Fatalf("%d lookups of a contact that just said it left", n)
+	}
+	clock = clock.Add(s.cfg.SubscribeTTL/4 + time.Second)
+	s.watchAll(context.Background())
+	if n := dht.lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups after the quiet gap, want 1", n)
 	}
 }

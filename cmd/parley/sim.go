@@ -133,6 +133,8 @@ func newSim(g *globals) *cobra.Command {
 	f.IntVar(&sc.Contacts, "contacts", 5, "contacts per node")
 	f.Float64Var(&sc.PresenceRate, "presence-rate", 4, "status changes per node per simulated hour")
 	f.DurationVar(&sc.JoinOver, "join-over", 0, "simulated time over which the nodes join, one after another (default 50ms per node)")
+	f.IntVar(&sc.ConnLow, "conn-low", 8, "connections per node the connection manager trims down to (besides those kept for presence and those under 30 s old)")
+	f.IntVar(&sc.ConnHigh, "conn-high", 16, "connections per node above which the connection manager trims")
 	f.DurationVar(&sc.Settle, "settle", 10*time.Minute, "simulated time after the workload for deliveries to finish")
 	f.BoolVar(&g.json, "json", false, "print the metrics as JSON")
 	f.StringVar(&report, "report", "", "also write an HTML report with plots to this file (of the first run)")
