@@ -56,7 +56,23 @@ type Config struct {
 	// random keys in each bucket: 0 is kad-dht's default (10 min), a
 	// negative value never (the node's own lookups keep its table fresh).
 	Refresh time.Duration
+	// Pin keeps the connections to the routing table's two farthest buckets
+	// open whatever the connection caps (kad-dht's way: a lookup's first hop
+	// then needs no handshake). Unpinned, they are only preferred when the
+	// connection manager trims. Pin "" is the default: pinned in server
+	// mode, not in client mode.
+	Pin Pin
 }
+
+// Pin says whether routing-table connections are pinned.
+type Pin string
+
+// The pin settings.
+const (
+	PinDefault Pin = ""
+	PinAlways  Pin = "always"
+	PinNever   Pin = "never"
+)
 
 // DHT is kad-dht plus Parley's counting put (see Put).
 type DHT struct {
@@ -92,7 +108,11 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now}}
 	values := dssync.MutexWrap(ds.NewMapDatastore())
 	opts = append(opts, kaddht.Validator(nv), kaddht.ValueDatastore(values))
-	d, err := kaddht.New(h, opts...)
+	dh := h
+	if cfg.Pin == PinNever || cfg.Pin == PinDefault && cfg.Mode == Client {
+		dh = unpinned{Host: h, cm: tagsNotPins{h.ConnManager()}}
+	}
+	d, err := kaddht.New(dh, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dht: %w", err)
 	}

@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -300,9 +301,45 @@ func (s *Service) keepConns() {
 		if !want[p] {
 			cm.Unprotect(p, keepTag)
 			delete(s.kept, p)
+			continue
+		}
+		s.pruneDuplicates(p)
+	}
+}
+
+// pruneDuplicates closes a spare connection to a peer kept for presence.
+// When both ends dial each other at once (both add the other, both come
+// back) two connections come up, and kept, neither would ever be trimmed:
+// keep-alives and about three goroutines each, for nothing. Both ends agree
+// which to keep — one dialled by the lesser peer ID — and close only the
+// other kind, once it is past its first seconds and while it carries no
+// stream (new streams go to the busier connection, so it stays idle).
+func (s *Service) pruneDuplicates(p peer.ID) {
+	conns := s.cfg.Host.Network().ConnsToPeer(p)
+	if len(conns) < 2 {
+		return
+	}
+	self := s.cfg.Host.ID()
+	preferred := func(c network.Conn) bool {
+		if c.Stat().Direction == network.DirInbound {
+			return p < self
+		}
+		return self < p
+	}
+	if !slices.ContainsFunc(conns, preferred) {
+		return
+	}
+	for _, c := range conns {
+		if !preferred(c) && len(c.GetStreams()) == 0 && time.Since(c.Stat().Opened) > spareAge {
+			_ = c.Close()
 		}
 	}
 }
+
+// spareAge is how old a spare connection must be before it is closed: its
+// first streams (identify, the exchange it was dialled for) are done. It is
+// read on the host's clock (connections are stamped with it), not cfg.Now.
+var spareAge = 10 * time.Second
 
 const keepTag = "parley-presence"
 

@@ -55,6 +55,10 @@ type Result struct {
 	// without the bursts (joining, the hourly and ten-minute work).
 	MemSteady        float64   `json:"mem_per_node_median_bytes"`
 	GoroutinesSteady float64   `json:"goroutines_per_node_median"`
+	// Open connections per node (each costs ~3 goroutines), and those kept
+	// open on purpose (presence subscriptions, pinned DHT peers), medians.
+	ConnsSteady float64 `json:"open_connections_per_node_median"`
+	KeptSteady  float64 `json:"kept_connections_per_node_median"`
 	Samples          []Sample  `json:"samples"`
 	Notes            []string  `json:"notes,omitempty"`
 	DeliveryLatency  []float64 `json:"-"` // seconds, every delivery, for the report's CDF
@@ -91,6 +95,8 @@ type Sample struct {
 	RSSPerNode float64       `json:"rss_per_node_bytes"`
 	Goroutines int           `json:"goroutines"`
 	HeldItems  int           `json:"held_items"`
+	Conns      int           `json:"connections"` // open, counted at each end
+	Kept       int           `json:"kept"`        // of those, protected from trimming
 }
 
 func summarize(d []time.Duration) (Latency, []float64) {
@@ -257,6 +263,13 @@ func (r *recorder) sample(at time.Duration, w *world) {
 			if err == nil {
 				s.HeldItems += info.Held
 			}
+			h := n.Host()
+			for _, c := range h.Network().Conns() {
+				s.Conns++
+				if h.ConnManager().IsProtected(c.RemotePeer(), "") {
+					s.Kept++
+				}
+			}
 		}
 	}
 	w.mu.Unlock()
@@ -315,14 +328,17 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 	if r.tries > 0 {
 		res.ResolveSuccess = float64(r.resolveOK) / float64(r.tries)
 	}
-	var mems, gors []float64
+	var mems, gors, conns, kept []float64
 	for _, s := range r.samples {
 		if s.At >= 0 && s.Up > 0 {
 			mems = append(mems, s.MemPerNode)
 			gors = append(gors, float64(s.Goroutines)/float64(s.Up))
+			conns = append(conns, float64(s.Conns)/float64(s.Up))
+			kept = append(kept, float64(s.Kept)/float64(s.Up))
 		}
 	}
 	res.MemSteady, res.GoroutinesSteady = median(mems), median(gors)
+	res.ConnsSteady, res.KeptSteady = median(conns), median(kept)
 	for _, s := range r.samples {
 		if s.At < 0 {
 			// Joining: with few nodes up, the process's own fixed costs

@@ -1,0 +1,45 @@
+package dht
+
+import (
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// kbucketTag is the tag kad-dht gives the connection manager for a peer in
+// its routing table; it pins (protects) those of its two farthest buckets
+// — up to 40 connections that are never trimmed.
+const kbucketTag = "kbucket"
+
+// pinnedValue is what an unpinned routing-table peer weighs for the
+// connection manager: above kad-dht's other buckets (5), so that these
+// connections are among the last trimmed, but trimmed they can be.
+const pinnedValue = 10
+
+// unpinned hands kad-dht a host whose connection manager turns its pins
+// into high tags. A DHT client's routing table serves only its own lookups,
+// and held connections cost it keep-alives and memory (about 3 goroutines
+// each); without them the first hop of a lookup may need a handshake.
+type unpinned struct {
+	host.Host
+	cm connmgr.ConnManager
+}
+
+func (h unpinned) ConnManager() connmgr.ConnManager { return h.cm }
+
+type tagsNotPins struct{ connmgr.ConnManager }
+
+func (c tagsNotPins) Protect(p peer.ID, tag string) {
+	if tag == kbucketTag {
+		c.TagPeer(p, tag, pinnedValue)
+		return
+	}
+	c.ConnManager.Protect(p, tag)
+}
+
+func (c tagsNotPins) Unprotect(p peer.ID, tag string) bool {
+	if tag == kbucketTag {
+		return false // never pinned; kad-dht untags it next
+	}
+	return c.ConnManager.Unprotect(p, tag)
+}
