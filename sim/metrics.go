@@ -53,17 +53,17 @@ type Result struct {
 	GoroutinesNode   float64 `json:"goroutines_per_node"` // peak over the samples
 	// The medians over the samples: a node's cost in the steady state,
 	// without the bursts (joining, the hourly and ten-minute work).
-	MemSteady        float64   `json:"mem_per_node_median_bytes"`
-	GoroutinesSteady float64   `json:"goroutines_per_node_median"`
+	MemSteady        float64 `json:"mem_per_node_median_bytes"`
+	GoroutinesSteady float64 `json:"goroutines_per_node_median"`
 	// Open connections per node (each costs ~3 goroutines), and those kept
 	// open on purpose (presence subscriptions, pinned DHT peers), medians.
-	ConnsSteady float64 `json:"open_connections_per_node_median"`
-	KeptSteady  float64 `json:"kept_connections_per_node_median"`
-	Samples          []Sample  `json:"samples"`
-	Notes            []string  `json:"notes,omitempty"`
-	DeliveryLatency  []float64 `json:"-"` // seconds, every delivery, for the report's CDF
-	DirectCDF        []float64 `json:"-"`
-	InboxCDF         []float64 `json:"-"`
+	ConnsSteady     float64   `json:"open_connections_per_node_median"`
+	KeptSteady      float64   `json:"kept_connections_per_node_median"`
+	Samples         []Sample  `json:"samples"`
+	Notes           []string  `json:"notes,omitempty"`
+	DeliveryLatency []float64 `json:"-"` // seconds, every delivery, for the report's CDF
+	DirectCDF       []float64 `json:"-"`
+	InboxCDF        []float64 `json:"-"`
 }
 
 // DHTWork is a node's DHT work per hour of simulated time, on average over
