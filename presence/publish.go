@@ -19,6 +19,7 @@ func (s *Service) publishLoop(ctx context.Context) {
 	defer s.wg.Done()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -39,7 +40,15 @@ func (s *Service) publishLoop(ctx context.Context) {
 			default:
 			}
 		}
-		timer.Reset(jitter.Spread(s.cfg.Republish))
+		// The first record goes out as the node joins, when peers nearer
+		// its key may still be joining (a swarm starting up, a partition
+		// healing) and would not hold it: the first republish comes early,
+		// so that the record then sits with the peers resolvers end at.
+		next := s.cfg.Republish
+		if first {
+			next, first = max(s.cfg.Republish/5, time.Second), false
+		}
+		timer.Reset(jitter.Spread(next))
 	}
 }
 
