@@ -56,23 +56,14 @@ type Config struct {
 	// random keys in each bucket: 0 is kad-dht's default (10 min), a
 	// negative value never (the node's own lookups keep its table fresh).
 	Refresh time.Duration
-	// Pin keeps the connections to the routing table's two farthest buckets
-	// open whatever the connection caps (kad-dht's way: a lookup's first hop
-	// then needs no handshake). Unpinned, they are only preferred when the
-	// connection manager trims. Pin "" is the default: pinned in server
-	// mode, not in client mode.
-	Pin Pin
+	// PinTable keeps the connections to the routing table's two farthest
+	// buckets open whatever the connection caps, as kad-dht does by itself
+	// (a lookup's first hop then needs no handshake). By default they are
+	// only preferred, by a high tag, when the connection manager trims:
+	// pinned, up to 40 mostly idle connections would override the caps the
+	// user set, each with its keep-alives and ~3 goroutines.
+	PinTable bool
 }
-
-// Pin says whether routing-table connections are pinned.
-type Pin string
-
-// The pin settings.
-const (
-	PinDefault Pin = ""
-	PinAlways  Pin = "always"
-	PinNever   Pin = "never"
-)
 
 // DHT is kad-dht plus Parley's counting put (see Put).
 type DHT struct {
@@ -109,7 +100,7 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	values := dssync.MutexWrap(ds.NewMapDatastore())
 	opts = append(opts, kaddht.Validator(nv), kaddht.ValueDatastore(values))
 	dh := h
-	if cfg.Pin == PinNever || cfg.Pin == PinDefault && cfg.Mode == Client {
+	if !cfg.PinTable {
 		dh = unpinned{Host: h, cm: tagsNotPins{h.ConnManager()}}
 	}
 	d, err := kaddht.New(dh, opts...)

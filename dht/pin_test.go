@@ -26,9 +26,10 @@ func newHost(t *testing.T) host.Host {
 	return h
 }
 
-// TestRoutingTablePins: a DHT client tags its routing-table peers instead
-// of pinning them, so the connection manager may trim those connections;
-// a server pins those of its two farthest buckets, as kad-dht does.
+// TestRoutingTablePins: by default a DHT tags its routing-table peers
+// instead of pinning them, so the connection manager may trim those
+// connections; told to, it pins those of its two farthest buckets, as
+// kad-dht does.
 func TestRoutingTablePins(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -37,9 +38,9 @@ func TestRoutingTablePins(t *testing.T) {
 		value int  // the tag a far peer gets when not pinned
 	}{
 		{"client", Config{Mode: Client}, false, pinnedValue},
-		{"server", Config{Mode: Server}, true, 0},
-		{"client told to pin", Config{Mode: Client, Pin: PinAlways}, true, 0},
-		{"server told not to", Config{Mode: Server, Pin: PinNever}, false, pinnedValue},
+		{"server", Config{Mode: Server}, false, pinnedValue},
+		{"client told to pin", Config{Mode: Client, PinTable: true}, true, 0},
+		{"server told to pin", Config{Mode: Server, PinTable: true}, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Peers of the two farthest buckets: draw servers until one is.
