@@ -402,6 +402,8 @@ func Spread(rs []*Result) SpreadSummary {
 	add("memory per node", "MB", func(r *Result) float64 { return r.MemPerNode / 1e6 })
 	add("resident per node", "MB", func(r *Result) float64 { return r.RSSPerNode / 1e6 })
 	add("goroutines per node", "", func(r *Result) float64 { return r.GoroutinesNode })
+	add("goroutines per node, median", "", func(r *Result) float64 { return r.GoroutinesSteady })
+	add("open connections per node, median", "", func(r *Result) float64 { return r.ConnsSteady })
 	add("DHT lookups", "per node-hour", func(r *Result) float64 { return r.DHT.Lookups })
 	add("DHT requests served", "per node-hour", func(r *Result) float64 { return r.DHT.Served })
 	add("wall time", "s", func(r *Result) float64 { return r.Wall.Seconds() })

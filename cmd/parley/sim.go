@@ -191,8 +191,8 @@ func printSim(w io.Writer, r *sim.Result) {
 	fmt.Fprintf(w, "inbox latency    p50 %.0f ms  p95 %.0f ms  p99 %.0f ms  (%d)\n", r.Inbox.P50, r.Inbox.P95, r.Inbox.P99, r.Inbox.N)
 	fmt.Fprintf(w, "presence resolve %.0f %% of %d, p50 %.0f ms\n", 100*r.ResolveSuccess, r.ResolveTries, r.Resolve.P50)
 	fmt.Fprintf(w, "NOTIFY latency   p50 %.0f ms  p95 %.0f ms  (%d)\n", r.Notify.P50, r.Notify.P95, r.Notify.N)
-	fmt.Fprintf(w, "per node         %.2f MB live heap+stack (median %.2f; %.2f MB resident), %.0f goroutines (median %.0f), %.0f KB sent\n",
-		r.MemPerNode/1e6, r.MemSteady/1e6, r.RSSPerNode/1e6, r.GoroutinesNode, r.GoroutinesSteady, r.BytesPerNode/1e3)
+	fmt.Fprintf(w, "per node         %.2f MB live heap+stack (median %.2f; %.2f MB resident), %.0f goroutines (median %.0f), %.0f open connections (median; %.0f kept), %.0f KB sent\n",
+		r.MemPerNode/1e6, r.MemSteady/1e6, r.RSSPerNode/1e6, r.GoroutinesNode, r.GoroutinesSteady, r.ConnsSteady, r.KeptSteady, r.BytesPerNode/1e3)
 	fmt.Fprintf(w, "time             %v simulated in %v wall, after joining (%v simulated, %v wall)\n",
 		r.Simulated.Round(time.Second), (r.Wall - r.JoinWall).Round(time.Second), r.Join.Round(time.Second), r.JoinWall.Round(time.Second))
 	fmt.Fprintf(w, "DHT per node-h   %.1f lookups (%.1f closest, %.1f value, %.1f peer), %.0f requests served, %.0f connections\n", r.DHT.Lookups, r.DHT.Closest, r.DHT.Value, r.DHT.Peer, r.DHT.Served, r.ConnsPerNodeHour)
@@ -205,6 +205,6 @@ func printSim(w io.Writer, r *sim.Result) {
 func printSpread(w io.Writer, s sim.SpreadSummary) {
 	fmt.Fprintf(w, "\nover %d runs of the same plan (min – max):\n", s.Runs)
 	for _, m := range s.Metrics {
-		fmt.Fprintf(w, "  %-22s %10.1f – %-10.1f %s\n", m.Name, m.Min, m.Max, m.Unit)
+		fmt.Fprintf(w, "  %-34s %10.1f – %-10.1f %s\n", m.Name, m.Min, m.Max, m.Unit)
 	}
 }
