@@ -195,14 +195,21 @@ func stockReadsRecord(t *testing.T, boot, pub *Node) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the stock client's routing table", func() bool { return d.RoutingTable().Size() > 0 })
-	raw, err := d.GetValue(ctx, "/presence/"+string(pub.ID()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A DHT read is eventually consistent: under load a lookup whose
+	// requests time out may end with an older copy from a peer outside the
+	// closest. Read until the current record comes back, then check it.
+	cur, _ := presence.Parse(pub.presence.Current())
 	var rec pb.PresenceRecord
-	if err := proto.Unmarshal(raw, &rec); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "the stock client to read the current record", func() bool {
+		raw, err := d.GetValue(ctx, "/presence/"+string(pub.ID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Unmarshal(raw, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Seq >= cur.Seq
+	})
 	// docs/protocol.md §7.1: the signed bytes.
 	msg := []byte("parley/presence/v1")
 	msg = binary.AppendUvarint(msg, uint64(len(rec.PeerId)))
