@@ -210,9 +210,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: n.refresh}); err != nil {
 		return err
 	}
-	// Streams to a peer whose address we do not know are located first
-	// (see locator).
-	routed := routedhost.Wrap(n.host, locator{n})
+	// Streams to a peer whose address we do not know go through a DHT
+	// lookup first.
+	routed := routedhost.Wrap(n.host, n.dht)
 	keys := seal.NewKeyring(n.id)
 	n.direct = direct.New(routed, keys, n.store, n.onReceived, n.log)
 	ic := n.cfg.Inbox
@@ -293,25 +293,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	return n.collect.Start(ctx)
-}
-
-// locator finds a peer a direct stream is for when no known address
-// answers: by its presence record when we can read one — a record saying
-// it is offline means there is nothing to find, and a DHT lookup would walk
-// the DHT for nothing (it never finds a DHT client either) — and by a DHT
-// lookup otherwise (a new contact whose key has not come yet).
-type locator struct{ n *Node }
-
-var errOffline = errors.New("node: the peer's presence says it is offline")
-
-func (l locator) FindPeer(ctx context.Context, p peer.ID) (peer.AddrInfo, error) {
-	if addrs, known := l.n.presence.Locate(p); known {
-		if len(addrs) == 0 {
-			return peer.AddrInfo{}, errOffline
-		}
-		return peer.AddrInfo{ID: p, Addrs: addrs}, nil
-	}
-	return l.n.dht.FindPeer(ctx, p)
 }
 
 // joinSwarm connects to the bootstrap peers; at least one must answer.

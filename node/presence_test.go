@@ -360,39 +360,6 @@ func TestContactRequestsAndBlocking(t *testing.T) {
 	}
 }
 
-// TestOfflineContactNotLookedUp: a message to a contact whose readable
-// presence record says it is offline goes to its replicas without a DHT
-// walk for its address (there is nothing to find).
-func TestOfflineContactNotLookedUp(t *testing.T) {
-	nodes := swarm(t, 7, nil)
-	ctx := context.Background()
-	alice, bob := nodes[1], nodes[2]
-	befriend(t, alice, bob, "alice", "bob")
-	waitFor(t, "alice to see bob online", func() bool { return whois(t, alice, bob).Status == "online" })
-	bob.Close() // says goodbye: an offline record, pushed to alice
-	waitFor(t, "alice to read that bob is offline", func() bool {
-		addrs, known := alice.presence.Locate(bob.ID())
-		return known && len(addrs) == 0
-	})
-	before := alice.DHTStats().Peer
-	m, err := alice.Send(ctx, api.SendRequest{To: "bob", Text: "for later"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the message to be stored", func() bool {
-		out, _ := alice.Outbox(ctx)
-		for _, o := range out {
-			if o.ID == m.ID {
-				return o.State == "stored"
-			}
-		}
-		return false
-	})
-	if got := alice.DHTStats().Peer; got != before {
-		t.Fatalf("alice looked bob's address up %d times", got-before)
-	}
-}
-
 // TestNewContactReadsTheRecordOutThere: adding a contact hands it the
 // current presence key and stores no new record (the one in the DHT is
 // sealed with that key); removing one rotates the key and republishes.

@@ -33,7 +33,6 @@ type cached struct {
 	view    View
 	fetched time.Time
 	source  string
-	opened  bool // the body could be read (we hold the key, or it is plain)
 }
 
 // Resolve returns p's presence: from the cache while p pushes its changes
@@ -88,7 +87,6 @@ func (s *Service) learnRecord(p peer.ID, raw []byte, source string, reread bool)
 	}
 	v := View{Peer: p, Status: Offline, Seq: rec.Seq, Updated: now, Expires: time.UnixMilli(rec.ExpiresAt), Source: source}
 	body, err := OpenBody(rec, s.peerKey(p))
-	opened := err == nil
 	switch {
 	case errors.Is(err, ErrNoKey):
 		// Hidden from us: shown exactly as an offline user.
@@ -116,7 +114,7 @@ func (s *Service) learnRecord(p peer.ID, raw []byte, source string, reread bool)
 		return v, nil // strangers looked up by hand are not kept once the cache is full
 	}
 	changed := old == nil || old.view.Status != v.Status || old.view.Note != v.Note
-	s.cache[p] = &cached{raw: raw, seq: rec.Seq, view: v, fetched: now, source: source, opened: opened}
+	s.cache[p] = &cached{raw: raw, seq: rec.Seq, view: v, fetched: now, source: source}
 	if _, isQuiet := s.quiet[p]; v.Status == Offline && source == "notify" && !isQuiet {
 		// A contact's own word that it left: no need to look it up at the
 		// next watch, only later, in case it came back and cannot tell us.
@@ -166,22 +164,6 @@ func (s *Service) Cached(p peer.ID) (View, bool) {
 		return c.view, true
 	}
 	return View{Peer: p, Status: Offline}, false
-}
-
-// Locate says where p can be reached, as far as its presence tells: known
-// is true when we hold a current record of p's that we can read, and then
-// addrs are where it listens (none when it says it is offline). Without
-// such a record (none, expired, or sealed with a key we lack) presence
-// cannot tell, and finding p is up to the DHT.
-func (s *Service) Locate(p peer.ID) (addrs []ma.Multiaddr, known bool) {
-	now := s.cfg.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.cache[p]
-	if c == nil || !c.opened || now.After(c.view.Expires) {
-		return nil, false
-	}
-	return c.view.Addrs, true
 }
 
 // Unwatch forgets our subscription to p: its connection is gone, so its
