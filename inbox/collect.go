@@ -214,6 +214,7 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 		}
 	}
 	wg.Wait()
+	c.cfg.Logger.Debug("inbox: listed", "replicas", answered, "items", len(holders), "looked_up", due, "err", lookupErr)
 	if len(holders) == 0 {
 		return 0, lookupErr
 	}

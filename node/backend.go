@@ -278,6 +278,7 @@ func (n *Node) onReceived(m *store.Message) {
 		if r.State == pb.DeliveryReceipt_READ {
 			state = store.Read
 		}
+		n.log.Debug("node: receipt", "peer", m.Peer, "state", state, "messages", len(r.Ids))
 		n.outbox.Settle(m.Peer, r.Ids, state)
 		return
 	case pb.Kind_KIND_TEXT:

@@ -201,20 +201,28 @@ func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte
 
 // Wake retries p at once, skipping its backoff, and tries directly the
 // messages that wait for p at replicas; call it when p is seen online.
+//
+// Every message the store still holds for p is scheduled, not only those
+// it records as parked: an attempt that parks a message drops it from the
+// schedule before its new state is persisted, and the store is read before
+// the lock is taken, so a message parked in that gap is still Queued in
+// what Wake read and in no schedule. (Scheduling a message twice is
+// harmless: add keeps one, and the recipient deduplicates.)
 func (o *Outbox) Wake(p peer.ID) {
 	now := o.cfg.Now()
-	parked, err := o.store.Pending()
+	pending, err := o.store.Pending()
 	if err != nil {
 		o.cfg.Logger.Error("outbox: load parked messages", "err", err)
 	}
 	o.mu.Lock()
-	for _, m := range parked {
-		if m.Peer == p && m.State == store.Stored {
+	for _, m := range pending {
+		if m.Peer == p {
 			o.sched.add(m, now)
 		}
 	}
 	woke := o.sched.wake(p, now)
 	o.mu.Unlock()
+	o.cfg.Logger.Debug("outbox: wake", "peer", p, "waiting", woke)
 	if woke {
 		o.poke()
 	}
@@ -312,6 +320,17 @@ func (o *Outbox) deliver(ctx context.Context, a attempt) {
 	updates := o.sched.done(a.peer, outcomes, o.cfg.Now())
 	o.mu.Unlock()
 	o.record(updates)
+	if o.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		var delivered, stored int
+		for _, r := range outcomes {
+			if r.delivered {
+				delivered++
+			} else if r.replicas > 0 {
+				stored++
+			}
+		}
+		o.cfg.Logger.Debug("outbox: attempt", "peer", a.peer, "messages", len(msgs), "delivered", delivered, "stored", stored)
+	}
 	if err != nil && o.cfg.Online != nil && o.cfg.Online(a.peer) {
 		// The peer connected while we were leaving its messages with the
 		// replicas: give the direct path another go rather than wait for

@@ -484,7 +484,7 @@ func TestCrashBetweenFetchAndDelete(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	r := parley(t, "demo")
+	r := parley(t, "demo", "--debug") // the log shows on failure
 	if r.code != 0 {
 		t.Fatalf("parley demo failed (%d):\n%s%s", r.code, r.out, r.err)
 	}
