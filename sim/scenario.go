@@ -17,7 +17,9 @@ import (
 	"time"
 )
 
-// Scenario is what to simulate. Zero fields take the defaults.
+// Scenario is what to simulate. Zero fields take the defaults; for the
+// shares and rates, where zero is a scenario of its own (no churn, no
+// messages), a negative value means none.
 type Scenario struct {
 	Nodes    int           // default 50
 	Duration time.Duration // simulated time of the workload; default 10 min
@@ -26,7 +28,7 @@ type Scenario struct {
 	// Link classes: a share of nodes are clients (DHT client mode, as users
 	// behind NAT would be), the rest servers; each class has its own one-way
 	// latency to the core and bandwidth.
-	ClientShare     float64       // default 0.8
+	ClientShare     float64       // default 0.8; negative: none (every node a server)
 	ServerLatency   time.Duration // default 10 ms
 	ClientLatency   time.Duration // default 40 ms
 	ServerBandwidth int           // bits/s; default 100 Mbit/s
@@ -34,7 +36,7 @@ type Scenario struct {
 
 	// Churn: the share of nodes that leave during the run, each once, and
 	// come back with their stores after Downtime.
-	Churn    float64       // default 0.1
+	Churn    float64       // default 0.1; negative: none
 	Downtime time.Duration // default 3 min
 
 	// Partition: for [PartitionAt, PartitionAt+PartitionFor) the swarm is
@@ -45,10 +47,10 @@ type Scenario struct {
 
 	// Workload: each node writes to its contacts at MessageRate per
 	// simulated hour (Poisson); Contacts per node, chosen at random.
-	MessageRate float64 // default 30
+	MessageRate float64 // default 30; negative: none
 	Contacts    int     // default 5
 	// PresenceRate is status changes per node per simulated hour.
-	PresenceRate float64 // default 4
+	PresenceRate float64 // default 4; negative: none
 
 	// Settle is simulated time after the workload for deliveries to finish
 	// (queued and stored messages, churned nodes back); default 10 min.
@@ -104,6 +106,9 @@ func (s Scenario) withDefaults() Scenario {
 		s.ConnLow, s.ConnHigh = 8, 16
 	}
 	def(&s.JoinOver, time.Duration(s.Nodes)*50*time.Millisecond)
+	for _, v := range []*float64{&s.ClientShare, &s.Churn, &s.MessageRate, &s.PresenceRate} {
+		*v = max(*v, 0) // negative: none
+	}
 	return s
 }
 
@@ -113,16 +118,14 @@ func (s Scenario) Validate() error {
 	switch {
 	case s.Nodes < 4 || s.Nodes > 5000:
 		return fmt.Errorf("nodes %d: use 4 to 5000", s.Nodes)
-	case s.ClientShare < 0 || s.ClientShare > 0.95:
+	case s.ClientShare > 0.95:
 		return errors.New("client share must be between 0 and 0.95: someone must serve the DHT")
-	case s.Churn < 0 || s.Churn > 1:
+	case s.Churn > 1:
 		return errors.New("churn is a share of nodes, between 0 and 1")
 	case s.PartitionShare < 0 || s.PartitionShare >= 1:
 		return errors.New("partition share must be between 0 and 1")
 	case s.Contacts < 1 || s.Contacts >= s.Nodes:
 		return fmt.Errorf("contacts %d: use 1 to %d", s.Contacts, s.Nodes-1)
-	case s.MessageRate < 0 || s.PresenceRate < 0:
-		return errors.New("rates cannot be negative")
 	case s.JoinOver < 0 || s.JoinOver > time.Hour:
 		return fmt.Errorf("join time %v: use 0 to 1h", s.JoinOver)
 	case s.ConnLow < 2 || s.ConnHigh < s.ConnLow:

@@ -100,6 +100,37 @@ func TestSeedFixesTheScenario(t *testing.T) {
 	}
 }
 
+// TestNoneIsNone: a negative share or rate means none (zero takes the
+// default), so a scenario can leave out churn, messages or clients.
+func TestNoneIsNone(t *testing.T) {
+	count := func(p *Plan) map[EventKind]int {
+		n := map[EventKind]int{}
+		for _, e := range p.Events {
+			n[e.Kind]++
+		}
+		return n
+	}
+	def, err := NewPlan(Scenario{Nodes: 40, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(def); n[Leave] == 0 || n[Send] == 0 || n[Status] == 0 {
+		t.Fatalf("the defaults give no churn, messages or status changes: %v", n)
+	}
+	none, err := NewPlan(Scenario{Nodes: 40, Seed: 3, Churn: -1, MessageRate: -1, PresenceRate: -1, ClientShare: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(none); n[Leave] != 0 || n[Send] != 0 || n[Status] != 0 {
+		t.Fatalf("none asked for, got %v", n)
+	}
+	for i, c := range none.Client {
+		if c {
+			t.Fatalf("node %d is a client with a client share of none", i)
+		}
+	}
+}
+
 func TestBadScenario(t *testing.T) {
 	for _, sc := range []Scenario{{Nodes: 2}, {Nodes: 10, ClientShare: 1}, {Nodes: 10, Contacts: 10}, {Nodes: 10, Churn: 2}} {
 		if _, err := NewPlan(sc); err == nil {

@@ -550,3 +550,11 @@ func TestSwarm(t *testing.T) {
 		t.Fatal("swarm status succeeds after the swarm stopped")
 	}
 }
+
+// TestSimErrors: a wrong simulation flag gets one line before anything runs.
+func TestSimErrors(t *testing.T) {
+	expectError(t, "use 0 for none", "sim", "--churn", "-0.1")
+	expectError(t, "use 0 for none", "sim", "--rate", "-5")
+	expectError(t, "use 4 to 5000", "sim", "--nodes", "2")
+	expectError(t, "someone must serve the DHT", "sim", "--client-share", "0.99")
+}

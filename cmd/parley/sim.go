@@ -33,6 +33,19 @@ func newSim(g *globals) *cobra.Command {
 			"--report FILE.html for a page with plots). See docs/simulation.md.",
 		Args: exactArgs(0, "sim [--nodes N] [--duration D] [--seed S] [--json] [--report FILE.html] …"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// On the command line 0 means none (the Scenario's zero is
+			// "the default", its negative "none").
+			for _, v := range []struct {
+				flag string
+				v    *float64
+			}{{"client-share", &sc.ClientShare}, {"churn", &sc.Churn}, {"rate", &sc.MessageRate}, {"presence-rate", &sc.PresenceRate}} {
+				switch {
+				case *v.v < 0:
+					return fmt.Errorf("--%s %v: cannot be negative; use 0 for none", v.flag, *v.v)
+				case *v.v == 0:
+					*v.v = -1
+				}
+			}
 			plan, err := sim.NewPlan(sc)
 			if err != nil {
 				return fmt.Errorf("sim: %w", err)
