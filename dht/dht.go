@@ -63,14 +63,20 @@ type Config struct {
 	// pinned, up to 40 mostly idle connections would override the caps the
 	// user set, each with its keep-alives and ~3 goroutines.
 	PinTable bool
+	// OnClosest, when set, is told the peers each of this node's
+	// GetClosestPeers lookups found, nearest first: the node's own key is
+	// looked up to store its presence record, and the same peers hold its
+	// inbox. It must not block.
+	OnClosest func(key string, closest []peer.ID)
 }
 
 // DHT is kad-dht plus Parley's counting put (see Put).
 type DHT struct {
 	*kaddht.IpfsDHT
-	local *records.ValueStore // the same records kad-dht serves, for our own puts
-	pm    *kadpb.ProtocolMessenger
-	count *counters
+	local     *records.ValueStore // the same records kad-dht serves, for our own puts
+	pm        *kadpb.ProtocolMessenger
+	count     *counters
+	onClosest func(key string, closest []peer.ID)
 }
 
 // New builds the DHT on h. It starts serving at once if in server mode;
@@ -108,5 +114,5 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
-	return &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count}, nil
+	return &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count, onClosest: cfg.OnClosest}, nil
 }

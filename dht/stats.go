@@ -41,7 +41,11 @@ func (p *DHT) Stats() Stats {
 // GetClosestPeers is kad-dht's, counted.
 func (p *DHT) GetClosestPeers(ctx context.Context, key string) ([]peer.ID, error) {
 	p.count.closest.Add(1)
-	return p.IpfsDHT.GetClosestPeers(ctx, key)
+	ps, err := p.IpfsDHT.GetClosestPeers(ctx, key)
+	if err == nil && len(ps) > 0 && p.onClosest != nil {
+		p.onClosest(key, ps)
+	}
+	return ps, err
 }
 
 // ValueQuorum is how many answers carrying the record a value lookup waits

@@ -40,13 +40,19 @@ func (c *Client) Replicas(ctx context.Context, recipient peer.ID) ([]peer.ID, er
 	if err != nil {
 		return nil, fmt.Errorf("inbox: find replicas: %w", err)
 	}
+	return c.pick(recipient, ps), nil
+}
+
+// pick takes recipient's replicas from the peers closest to its key,
+// nearest first.
+func (c *Client) pick(recipient peer.ID, closest []peer.ID) []peer.ID {
 	var out []peer.ID
-	for _, p := range ps {
+	for _, p := range closest {
 		if p != recipient && p != c.host.ID() && len(out) < c.r {
 			out = append(out, p)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Stored is how a deposit went.

@@ -36,8 +36,9 @@ type CollectorConfig struct {
 	Interval time.Duration // how often to look; default 5 min
 	// LookupEvery is how often a pass also looks the replicas up in the
 	// DHT (default 10 min); between lookups a pass asks only the replicas
-	// remembered from the last one. The first pass, a kicked pass and a
-	// pass whose remembered replicas mostly do not answer always look up.
+	// remembered from the last one (or told of by Learn). The first pass
+	// (unless Learn came first), a kicked pass and a pass whose remembered
+	// replicas mostly do not answer always look up.
 	LookupEvery time.Duration
 	Now         func() time.Time
 	Logger      *slog.Logger
@@ -55,9 +56,10 @@ type Collector struct {
 	cfg  CollectorConfig
 	kick chan struct{}
 	mu   sync.Mutex // one collection at a time
-	// lookedUp is when the last lookup found the replicas (zero: never in
-	// this run); guarded by mu. relook asks the next pass to look up.
-	lookedUp time.Time
+	// lookedUp is when a lookup last found the replicas, in Unix
+	// nanoseconds (zero: never in this run): the collector's own, or one
+	// Learn was told of. relook asks the next pass to look up.
+	lookedUp atomic.Int64
 	relook   atomic.Bool
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -140,6 +142,19 @@ func (c *Collector) loop(ctx context.Context) {
 	}
 }
 
+// Learn takes the peers closest to this node's inbox key, found by a
+// lookup made for another reason — storing the presence record, which
+// lives under the same key — so that passes until LookupEvery has gone by
+// ask those replicas without a lookup of their own.
+func (c *Collector) Learn(closest []peer.ID) {
+	replicas := c.cfg.Client.pick(c.cfg.Self, closest)
+	if len(replicas) == 0 {
+		return
+	}
+	c.remember(replicas)
+	c.lookedUp.Store(c.cfg.Now().UnixNano())
+}
+
 // Collect runs one pass: list at every replica, fetch what is new, open,
 // persist, then delete everywhere. It returns how many new messages it
 // persisted.
@@ -195,7 +210,8 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 		list(r)
 	}
 	var lookupErr error
-	due := c.relook.Swap(false) || c.lookedUp.IsZero() || c.cfg.Now().Sub(c.lookedUp) >= c.cfg.LookupEvery
+	last := c.lookedUp.Load()
+	due := c.relook.Swap(false) || last == 0 || c.cfg.Now().Sub(time.Unix(0, last)) >= c.cfg.LookupEvery
 	if !due {
 		wg.Wait()
 		mu.Lock()
@@ -209,7 +225,7 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 			list(r)
 		}
 		if lookupErr == nil {
-			c.lookedUp = c.cfg.Now()
+			c.lookedUp.Store(c.cfg.Now().UnixNano())
 			c.remember(replicas)
 		}
 	}

@@ -39,8 +39,11 @@ const (
 	receiptDomain = "parley/inbox-receipt/v1"
 )
 
-// Key is the DHT key whose closest peers hold p's inbox.
-func Key(p peer.ID) string { return "/parley-inbox/" + string(p) }
+// Key is the DHT key whose closest peers hold p's inbox. It is the key p's
+// presence record is stored under (presence.Key): one neighbourhood per
+// user, so the lookup that stores the record also finds the replicas, and
+// a recipient need not walk the DHT again to collect.
+func Key(p peer.ID) string { return "/presence/" + string(p) }
 
 // ItemID names an item: the first 16 bytes of SHA-256 of its bytes, so
 // every replica and the recipient agree on it.

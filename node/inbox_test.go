@@ -15,6 +15,7 @@ import (
 	"github.com/parley-p2p/parley/identity"
 	"github.com/parley-p2p/parley/inbox"
 	"github.com/parley-p2p/parley/internal/pb"
+	"github.com/parley-p2p/parley/presence"
 )
 
 // inboxSwarm is a swarm whose nodes keep their homes, so that any can be
@@ -384,5 +385,55 @@ func TestCollectBetweenLookupsAsksRememberedReplicas(t *testing.T) {
 	}
 	if after := bob.DHTStats(); after.Closest != before.Closest {
 		t.Fatalf("3 collections between lookups made %d lookups, want 0", after.Closest-before.Closest)
+	}
+}
+
+// TestPresenceStoreFindsTheReplicas: the inbox lives under the presence
+// key, so the lookup that stores a record also tells the collector where
+// its inbox now is. Newcomers closer to bob's key take his inbox over;
+// storing his next record finds them, and his next pass asks them with no
+// lookup of its own (before, it asked the replicas it remembered, which
+// answered with nothing, and left his items waiting).
+func TestPresenceStoreFindsTheReplicas(t *testing.T) {
+	s := newInboxSwarm(t, "boot", "r1", "r2", "r3", "r4", "r5", "alice", "bob")
+	ctx := context.Background()
+	alice, bob := s.nodes["alice"], s.nodes["bob"]
+	if inbox.Key(bob.ID()) != presence.Key(bob.ID()) {
+		t.Fatal("the inbox key is not the presence key")
+	}
+	// The pass at start is over (Collect waits for it): bob remembers the
+	// replicas among the nodes up then.
+	if _, err := bob.collect.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, home := range closerHomes(t, s, bob.ID(), 5) {
+		s.startHome(fmt.Sprint("new", i), home)
+	}
+	_, _, before := bob.presence.Status()
+	if _, err := bob.SetStatus(ctx, api.StatusRequest{Status: "away"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's new record to be stored", func() bool {
+		_, _, st := bob.presence.Status()
+		return st.Seq > before.Seq && st.Accepted > 0
+	})
+	// Items left for bob now go to the newcomers only.
+	for i := range 3 {
+		if st, err := alice.inboxes.Deposit(ctx, bob.ID(), fakeItem(i), time.Hour); err != nil || st.Replicas == 0 {
+			t.Fatalf("deposit: %+v, %v", st, err)
+		}
+	}
+	if got := s.holdings(bob.ID()); got == 0 {
+		t.Fatal("nobody holds bob's items")
+	}
+	lookups := bob.DHTStats().Closest
+	if _, err := bob.collect.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.holdings(bob.ID()); got != 0 {
+		t.Errorf("after bob's pass, %d of his items are still held", got)
+	}
+	if n := bob.DHTStats().Closest - lookups; n != 0 {
+		t.Errorf("bob's pass made %d lookups, want none", n)
 	}
 }

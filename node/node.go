@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -207,7 +208,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.refresh == 0 && mode == dht.Client {
 		n.refresh = -1
 	}
-	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: n.refresh}); err != nil {
+	// The lookup that stores the presence record finds the inbox replicas
+	// too (one key per user): the collector need not look them up itself.
+	ownKey := inbox.Key(n.id.ID())
+	var collector atomic.Pointer[inbox.Collector] // set once built, below
+	onClosest := func(key string, closest []peer.ID) {
+		if c := collector.Load(); key == ownKey && c != nil {
+			c.Learn(closest)
+		}
+	}
+	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: n.refresh, OnClosest: onClosest}); err != nil {
 		return err
 	}
 	// Streams to a peer whose address we do not know go through a DHT
@@ -230,11 +240,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// be dialled is gone, and looking it up again would only walk the DHT.
 	client := inbox.NewClient(n.host, closest, ic.Replicas)
 	n.inboxes = client
+	republish := n.cfg.Presence.Republish
+	if republish == 0 {
+		republish = presence.DefaultRepublish
+	}
 	n.collect = inbox.NewCollector(inbox.CollectorConfig{
 		Client: client, Keys: keys, Self: n.id.ID(), Store: n.store, OnNew: n.onCollected,
 		Interval: ic.Collect, Logger: n.log, CrashAfterPersist: ic.CrashAfterPersist,
-		Accept: func(from peer.ID) bool { return !n.presence.Blocked(from) }, // a blocked peer gets nothing through
+		// Every presence republish finds the replicas (Learn): a lookup
+		// of the collector's own only when one is half again overdue.
+		LookupEvery: republish * 3 / 2,
+		Accept:      func(from peer.ID) bool { return !n.presence.Blocked(from) }, // a blocked peer gets nothing through
 	})
+	collector.Store(n.collect)
 	ocfg := n.cfg.Outbox
 	ocfg.Logger = n.log
 	ocfg.OnState = n.onState

@@ -101,7 +101,7 @@ type Config struct {
 	OnChange func(View)
 
 	Lifetime     time.Duration // a record's lifetime; default 30 min
-	Republish    time.Duration // republish interval; default 10 min
+	Republish    time.Duration // republish interval; default DefaultRepublish
 	Retry        time.Duration // republish when too few peers stored it; default 30 s
 	SubscribeTTL time.Duration // SUBSCRIBE lifetime, renewed at half; default 10 min
 	MinAccepted  int           // peers that must store a record; default 3 (fewer if fewer exist)
@@ -147,13 +147,17 @@ type PublishStats struct {
 	Asked    int       `json:"asked"`
 }
 
+// DefaultRepublish is how often a node stores its presence record again
+// unless configured otherwise.
+const DefaultRepublish = 10 * time.Minute
+
 // New builds the service from its stored state; Start runs it.
 func New(cfg Config) (*Service, error) {
 	if cfg.Lifetime == 0 {
 		cfg.Lifetime = 30 * time.Minute
 	}
 	if cfg.Republish == 0 {
-		cfg.Republish = 10 * time.Minute
+		cfg.Republish = DefaultRepublish
 	}
 	if cfg.Retry == 0 {
 		cfg.Retry = 30 * time.Second
