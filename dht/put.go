@@ -34,19 +34,45 @@ const recordAge = 36 * time.Hour
 // echoing the record only after its validator passed and it stored it) and
 // how many were asked. kad-dht's own PutValue cannot count: it returns nil
 // even when no peer stored the value.
-func (p *DHT) Put(ctx context.Context, key string, value []byte) (accepted, asked int, err error) {
-	rec := &recpb.Record{Key: []byte(key), Value: value, TimeReceived: time.Now().UTC().Format(time.RFC3339Nano)}
-	if p.Mode() == kaddht.ModeServer {
-		// We answer queries for records near us too; keep our own copy, so
-		// that it also refuses an older record of ours.
-		if err := p.local.Put(ctx, key, rec); err != nil && !errors.Is(err, records.ErrOldRecord) {
-			return 0, 0, fmt.Errorf("dht: store %q here: %w", key, err)
-		}
+func (p *DHT) Put(ctx context.Context, key string, value []byte) (accepted int, asked []peer.ID, err error) {
+	if err := p.putHere(ctx, key, value); err != nil {
+		return 0, nil, err
 	}
 	peers, err := p.GetClosestPeers(ctx, key)
 	if err != nil {
-		return 0, 0, fmt.Errorf("dht: find peers for %q: %w", key, err)
+		return 0, nil, fmt.Errorf("dht: find peers for %q: %w", key, err)
 	}
+	return p.putTo(ctx, key, value, peers), peers, nil
+}
+
+// PutTo stores value under key here and at the given peers — found by an
+// earlier lookup — with no lookup, and returns how many accepted it.
+func (p *DHT) PutTo(ctx context.Context, key string, value []byte, peers []peer.ID) int {
+	if err := p.putHere(ctx, key, value); err != nil {
+		return 0
+	}
+	return p.putTo(ctx, key, value, peers)
+}
+
+// putHere keeps a server's own copy: it answers queries for records near
+// it too, and its copy also refuses an older record of ours.
+func (p *DHT) putHere(ctx context.Context, key string, value []byte) error {
+	if p.Mode() != kaddht.ModeServer {
+		return nil
+	}
+	if err := p.local.Put(ctx, key, newRecord(key, value)); err != nil && !errors.Is(err, records.ErrOldRecord) {
+		return fmt.Errorf("dht: store %q here: %w", key, err)
+	}
+	return nil
+}
+
+func newRecord(key string, value []byte) *recpb.Record {
+	return &recpb.Record{Key: []byte(key), Value: value, TimeReceived: time.Now().UTC().Format(time.RFC3339Nano)}
+}
+
+// putTo sends PUT_VALUE to every peer at once and counts the acceptances.
+func (p *DHT) putTo(ctx context.Context, key string, value []byte, peers []peer.ID) (accepted int) {
+	rec := newRecord(key, value)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, q := range peers {
@@ -63,7 +89,7 @@ func (p *DHT) Put(ctx context.Context, key string, value []byte) (accepted, aske
 		}()
 	}
 	wg.Wait()
-	return accepted, len(peers), nil
+	return accepted
 }
 
 // sender carries one kad-dht request per stream.

@@ -395,6 +395,10 @@ type rememberedReplica struct {
 	Addrs []string `json:"addrs"`
 }
 
+// Remembered are the replicas the next pass asks first: those the last
+// lookup of this node's key found.
+func (c *Collector) Remembered() []peer.ID { return c.remembered() }
+
 func (c *Collector) remembered() []peer.ID {
 	var saved []rememberedReplica
 	if ok, err := c.cfg.Store.Setting(settingReplicas, &saved); err != nil || !ok {

@@ -291,6 +291,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			// ones all the time, and each collection walks the DHT.)
 			if len(net.Peers()) <= 1 {
 				n.collect.Kick()
+				n.presence.Republish() // its record's holders may have changed too
 			}
 		},
 		// Without a connection a subscription pushes nothing: stop

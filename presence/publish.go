@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-p2p/parley/identity"
@@ -19,12 +20,23 @@ func (s *Service) publishLoop(ctx context.Context) {
 	defer s.wg.Done()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	first := true
+	// A republish looks the key's neighbourhood up afresh (peers nearer
+	// it may have joined); a change goes to the peers the last one found.
+	// The first record goes out as the node joins, when peers nearer its
+	// key may still be joining (a swarm starting up, a partition healing)
+	// and would not hold it: the first republish comes early, so that the
+	// record then sits with the peers resolvers end at, and a change
+	// meanwhile does not put it off.
+	first, early := true, false
 	for {
+		lookup := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+			lookup = true
+		case <-s.relook:
+			lookup = true
 		case <-s.changed:
 		}
 		if _, raw, err := s.sign(false); err != nil {
@@ -32,7 +44,10 @@ func (s *Service) publishLoop(ctx context.Context) {
 		} else {
 			s.notifyWatchers(ctx, raw)
 			s.keepConns()
-			s.toStore(raw)
+			s.toStore(raw, lookup)
+		}
+		if early && !lookup {
+			continue
 		}
 		if !timer.Stop() {
 			select {
@@ -40,28 +55,35 @@ func (s *Service) publishLoop(ctx context.Context) {
 			default:
 			}
 		}
-		// The first record goes out as the node joins, when peers nearer
-		// its key may still be joining (a swarm starting up, a partition
-		// healing) and would not hold it: the first republish comes early,
-		// so that the record then sits with the peers resolvers end at.
 		next := s.cfg.Republish
 		if first {
-			next, first = max(s.cfg.Republish/5, time.Second), false
+			next, first, early = max(s.cfg.Republish/5, time.Second), false, true
+		} else if lookup {
+			early = false
 		}
 		timer.Reset(jitter.Spread(next))
 	}
 }
 
-// toStore hands the newest record to storeLoop, replacing one not yet taken.
-func (s *Service) toStore(raw []byte) {
+// storeReq is a record for storeLoop, and whether storing it must look
+// the key's neighbourhood up first.
+type storeReq struct {
+	raw    []byte
+	lookup bool
+}
+
+// toStore hands the newest record to storeLoop, replacing one not yet taken
+// (whose need of a lookup it inherits).
+func (s *Service) toStore(raw []byte, lookup bool) {
 	for {
 		select {
-		case s.pending <- raw:
+		case s.pending <- storeReq{raw, lookup}:
 			return
 		default:
 		}
 		select {
-		case <-s.pending: // drop the stale one
+		case old := <-s.pending: // drop the stale one
+			lookup = lookup || old.lookup
 		default:
 		}
 	}
@@ -71,7 +93,7 @@ func (s *Service) toStore(raw []byte) {
 // pause while too few peers accepted it.
 func (s *Service) storeLoop(ctx context.Context) {
 	defer s.wg.Done()
-	var raw []byte
+	var req storeReq
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
@@ -79,34 +101,52 @@ func (s *Service) storeLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case raw = <-s.pending:
+		case req = <-s.pending:
 		case <-retry.C:
+			req.lookup = true // the last try fell short: find the peers afresh
 		}
 		retry.Stop()
-		if !s.store(ctx, raw) && ctx.Err() == nil {
+		if !s.store(ctx, req.raw, req.lookup) && ctx.Err() == nil {
 			retry.Reset(s.cfg.Retry)
 		}
 	}
 }
 
 // store puts raw in the DHT and reports whether enough peers accepted it.
-func (s *Service) store(ctx context.Context, raw []byte) bool {
+// Unless told to look up, it goes to the peers the last lookup found, if
+// that was within a republish interval: a status change then costs a round
+// trip to each of them, not a walk of the DHT. Should too few of those take
+// it (the neighbourhood moved), it looks up at once.
+func (s *Service) store(ctx context.Context, raw []byte, lookup bool) bool {
 	rec, err := Parse(raw)
 	if err != nil {
 		return true
 	}
-	accepted, asked, err := s.cfg.DHT.Put(ctx, Key(s.self), raw)
-	if err != nil {
-		s.cfg.Logger.Debug("presence: store record", "err", err)
-		return false
+	s.mu.Lock()
+	near, nearAt := s.near, s.nearAt
+	s.mu.Unlock()
+	enough := func(accepted, asked int) bool { return asked > 0 && accepted >= min(s.cfg.MinAccepted, asked) }
+	var accepted int
+	var asked []peer.ID
+	if !lookup && len(near) > 0 && s.cfg.Now().Sub(nearAt) < s.cfg.Republish {
+		accepted, asked = s.cfg.DHT.PutTo(ctx, Key(s.self), raw, near), near
+	}
+	if !enough(accepted, len(asked)) {
+		if accepted, asked, err = s.cfg.DHT.Put(ctx, Key(s.self), raw); err != nil {
+			s.cfg.Logger.Debug("presence: store record", "err", err)
+			return false
+		}
+		s.mu.Lock()
+		s.near, s.nearAt = asked, s.cfg.Now()
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
-	s.stats = PublishStats{Seq: rec.Seq, At: s.cfg.Now(), Accepted: accepted, Asked: asked}
+	s.stats = PublishStats{Seq: rec.Seq, At: s.cfg.Now(), Accepted: accepted, Asked: len(asked)}
 	s.mu.Unlock()
 	if err := s.cfg.Store.PutSetting(settingSeq, rec.Seq); err != nil {
 		s.cfg.Logger.Error("presence: cannot save seq", "err", err)
 	}
-	return asked > 0 && accepted >= min(s.cfg.MinAccepted, asked)
+	return enough(accepted, len(asked))
 }
 
 // sign builds the next record: a fresh seq, the effective status, sealed
@@ -165,5 +205,5 @@ func (s *Service) publishOffline(ctx context.Context) {
 	}
 	s.notifyWatchers(ctx, raw)
 	s.keepConns()
-	s.store(ctx, raw)
+	s.store(ctx, raw, false)
 }

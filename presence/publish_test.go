@@ -15,12 +15,33 @@ import (
 	"github.com/parley-p2p/parley/store"
 )
 
-// puttingDHT counts the records stored.
-type puttingDHT struct{ puts atomic.Int64 }
+// puttingDHT counts the records stored: puts with a lookup, nearPuts to
+// the peers the last one found. With refuse set, a put with no lookup is
+// taken by nobody (the neighbourhood moved).
+type puttingDHT struct {
+	puts, nearPuts atomic.Int64
+	refuse         atomic.Bool
+}
 
-func (d *puttingDHT) Put(context.Context, string, []byte) (int, int, error) {
+var twenty = func() []peer.ID {
+	ps := make([]peer.ID, 20)
+	for i := range ps {
+		ps[i] = peer.ID(rune('a' + i))
+	}
+	return ps
+}()
+
+func (d *puttingDHT) Put(context.Context, string, []byte) (int, []peer.ID, error) {
 	d.puts.Add(1)
-	return 20, 20, nil
+	return len(twenty), twenty, nil
+}
+
+func (d *puttingDHT) PutTo(_ context.Context, _ string, _ []byte, peers []peer.ID) int {
+	d.nearPuts.Add(1)
+	if d.refuse.Load() {
+		return 0
+	}
+	return len(peers)
 }
 
 func (d *puttingDHT) GetValue(context.Context, string, ...routing.Option) ([]byte, error) {
@@ -69,5 +90,72 @@ func TestRepublishSchedule(t *testing.T) {
 				t.Fatalf("%d records stored after %v, want %d", got, want.at, want.puts)
 			}
 		}
+	})
+}
+
+// TestChangeGoesToTheLastHolders: a status change is stored at the peers the
+// last lookup found, with no lookup of its own; a republish (timed or
+// asked for) looks up; when
+// too few of the last peers take a change, it looks up at once; and peers
+// found longer than a republish interval ago are not trusted.
+func TestChangeGoesToTheLastHolders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := mocknet.New()
+		defer mn.Close()
+		h, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		d := &puttingDHT{}
+		s, err := New(Config{Identity: newID(t), Host: h, Store: st, DHT: d,
+			SendKey: func(peer.ID, PresenceKey) error { return nil }, OnChange: func(View) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		check := func(when string, puts, nearPuts int64) {
+			t.Helper()
+			synctest.Wait()
+			if p, n := d.puts.Load(), d.nearPuts.Load(); p != puts || n != nearPuts {
+				t.Fatalf("%s: %d stores with a lookup and %d without, want %d and %d", when, p, n, puts, nearPuts)
+			}
+		}
+		check("on start", 1, 0)
+		time.Sleep(30 * time.Second)
+		if err := s.SetStatus(Away, "lunch"); err != nil {
+			t.Fatal(err)
+		}
+		check("after a change", 1, 1)
+		time.Sleep(3 * time.Minute) // the early republish
+		check("after the republish", 2, 1)
+		d.refuse.Store(true)
+		if err := s.SetStatus(Busy, ""); err != nil {
+			t.Fatal(err)
+		}
+		check("after a change the last peers refused", 3, 2)
+		d.refuse.Store(false)
+		s.Republish()
+		check("after Republish", 4, 2)
+
+		// Peers found more than a republish interval ago: look up.
+		_, raw, err := s.sign(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.mu.Lock()
+		s.nearAt = time.Now().Add(-s.cfg.Republish)
+		s.mu.Unlock()
+		if !s.store(context.Background(), raw, false) {
+			t.Fatal("store failed")
+		}
+		check("after a change with stale peers", 5, 2)
 	})
 }

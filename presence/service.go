@@ -83,7 +83,12 @@ const (
 
 // DHT is what the service needs of the DHT.
 type DHT interface {
-	Put(ctx context.Context, key string, value []byte) (accepted, asked int, err error)
+	// Put stores a record at the peers closest to key, found by a lookup,
+	// and says how many accepted it and which were asked.
+	Put(ctx context.Context, key string, value []byte) (accepted int, asked []peer.ID, err error)
+	// PutTo stores a record at the given peers, with no lookup, and says
+	// how many accepted it.
+	PutTo(ctx context.Context, key string, value []byte, peers []peer.ID) (accepted int)
 	GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error)
 }
 
@@ -132,11 +137,16 @@ type Service struct {
 	kept     map[peer.ID]bool      // peers whose connections we asked to keep
 
 	changed chan struct{} // asks the publisher to publish now
-	pending chan []byte   // the newest record, waiting to be stored in the DHT
-	kick    chan peer.ID  // asks the watcher loop to subscribe to a peer
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closed  bool
+	relook  chan struct{} // the same, with a fresh lookup of the key's neighbourhood
+	pending chan storeReq // the newest record, waiting to be stored in the DHT
+	// near are the peers closest to the record's key that the last lookup
+	// found, at nearAt; guarded by mu.
+	near   []peer.ID
+	nearAt time.Time
+	kick   chan peer.ID // asks the watcher loop to subscribe to a peer
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed bool
 }
 
 // PublishStats says how the last publication went.
@@ -187,7 +197,7 @@ func New(cfg Config) (*Service, error) {
 		cfg: cfg, self: cfg.Identity.ID(), status: Online,
 		cache: map[peer.ID]*cached{}, watchers: map[peer.ID]time.Time{}, subs: map[peer.ID]time.Time{},
 		quiet: map[peer.ID]quiet{}, kept: map[peer.ID]bool{},
-		changed: make(chan struct{}, 1), pending: make(chan []byte, 1), kick: make(chan peer.ID, 64),
+		changed: make(chan struct{}, 1), relook: make(chan struct{}, 1), pending: make(chan storeReq, 1), kick: make(chan peer.ID, 64),
 	}
 	var saved struct {
 		Status Status `json:"status"`
@@ -443,6 +453,17 @@ func (s *Service) peerKey(p peer.ID) *PresenceKey {
 		return nil
 	}
 	return &k
+}
+
+// Republish stores a new record now, looking the key's neighbourhood up
+// afresh: call it when the network around the node may have changed (back
+// in touch after being cut off from everyone), since a change otherwise
+// goes to the peers the last lookup found.
+func (s *Service) Republish() {
+	select {
+	case s.relook <- struct{}{}:
+	default:
+	}
 }
 
 func (s *Service) republishNow() {

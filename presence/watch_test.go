@@ -70,7 +70,10 @@ func TestSubscribeOnlyWhoMaySee(t *testing.T) {
 // countingDHT answers every value lookup with "not found", and counts them.
 type countingDHT struct{ lookups atomic.Int64 }
 
-func (d *countingDHT) Put(context.Context, string, []byte) (int, int, error) { return 0, 0, nil }
+func (d *countingDHT) Put(context.Context, string, []byte) (int, []peer.ID, error) {
+	return 0, nil, nil
+}
+func (d *countingDHT) PutTo(context.Context, string, []byte, []peer.ID) int { return 0 }
 func (d *countingDHT) GetValue(context.Context, string, ...routing.Option) ([]byte, error) {
 	d.lookups.Add(1)
 	return nil, routing.ErrNotFound
