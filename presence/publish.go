@@ -205,5 +205,9 @@ func (s *Service) publishOffline(ctx context.Context) {
 	}
 	s.notifyWatchers(ctx, raw)
 	s.keepConns()
-	s.store(ctx, raw, false)
+	// With a fresh lookup: this record outlives the node's stay, and a
+	// copy left with peers no longer nearest (and so not given the next
+	// record when the node is back) would read as offline after it
+	// returns, until it expires.
+	s.store(ctx, raw, true)
 }

@@ -387,7 +387,15 @@ func (w *world) play(start time.Time) time.Duration {
 							defer wg.Done()
 							t0 := time.Now()
 							p, err := looker.LookupPresence(w.ctx, w.ids[e.Node].ID())
-							w.rec.resolved(err == nil && p.Status != "offline", time.Since(t0))
+							ok := err == nil && p.Status != "offline"
+							w.rec.resolved(ok, time.Since(t0))
+							if !ok {
+								why := fmt.Sprint(err)
+								if err == nil {
+									why = fmt.Sprintf("read %s (seq %d, via %s)", p.Status, p.Seq, p.Source)
+								}
+								w.rec.note(fmt.Sprintf("presence of node %d, just set to %s, not resolved by node %d: %s", e.Node, e.Text, c[idx%len(c)], why))
+							}
 						}()
 					}
 				}
