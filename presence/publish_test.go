@@ -48,31 +48,38 @@ func (d *puttingDHT) GetValue(context.Context, string, ...routing.Option) ([]byt
 	return nil, routing.ErrNotFound
 }
 
+// startPublishing runs a presence service on a mocknet host with d for
+// its DHT, inside the calling test's synctest bubble, until the test ends.
+func startPublishing(t *testing.T, d DHT) *Service {
+	t.Helper()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	h, err := mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Identity: newID(t), Host: h, Store: st, DHT: d,
+		SendKey: func(peer.ID, PresenceKey) error { return nil }, OnChange: func(View) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); st.Close() })
+	return s
+}
+
 // TestRepublishSchedule: the record is stored on start, again early (peers
 // nearer its key may have joined since), then every Republish.
 func TestRepublishSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mn := mocknet.New()
-		defer mn.Close()
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
 		d := &puttingDHT{}
-		s, err := New(Config{Identity: newID(t), Host: h, Store: st, DHT: d,
-			SendKey: func(peer.ID, PresenceKey) error { return nil }, OnChange: func(View) {}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		startPublishing(t, d)
 		t0 := time.Now()
 		for _, want := range []struct {
 			at   time.Duration
@@ -95,32 +102,13 @@ func TestRepublishSchedule(t *testing.T) {
 
 // TestChangeGoesToTheLastHolders: a status change is stored at the peers the
 // last lookup found, with no lookup of its own; a republish (timed or
-// asked for) looks up; when
-// too few of the last peers take a change, it looks up at once; and peers
-// found longer than a republish interval ago are not trusted.
+// asked for) looks up; when too few of the last peers take a change, it
+// looks up at once; and peers found longer than a republish interval ago
+// are not trusted.
 func TestChangeGoesToTheLastHolders(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mn := mocknet.New()
-		defer mn.Close()
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
 		d := &puttingDHT{}
-		s, err := New(Config{Identity: newID(t), Host: h, Store: st, DHT: d,
-			SendKey: func(peer.ID, PresenceKey) error { return nil }, OnChange: func(View) {}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := startPublishing(t, d)
 		check := func(when string, puts, nearPuts int64) {
 			t.Helper()
 			synctest.Wait()
