@@ -35,32 +35,34 @@ const recordAge = 36 * time.Hour
 // how many were asked. kad-dht's own PutValue cannot count: it returns nil
 // even when no peer stored the value.
 func (p *DHT) Put(ctx context.Context, key string, value []byte) (accepted int, asked []peer.ID, err error) {
-	if err := p.putHere(ctx, key, value); err != nil {
+	rec := newRecord(key, value)
+	if err := p.putHere(ctx, key, rec); err != nil {
 		return 0, nil, err
 	}
 	peers, err := p.GetClosestPeers(ctx, key)
 	if err != nil {
 		return 0, nil, fmt.Errorf("dht: find peers for %q: %w", key, err)
 	}
-	return p.putTo(ctx, key, value, peers), peers, nil
+	return p.putTo(ctx, rec, peers), peers, nil
 }
 
 // PutTo stores value under key here and at the given peers — found by an
 // earlier lookup — with no lookup, and returns how many accepted it.
 func (p *DHT) PutTo(ctx context.Context, key string, value []byte, peers []peer.ID) int {
-	if err := p.putHere(ctx, key, value); err != nil {
+	rec := newRecord(key, value)
+	if err := p.putHere(ctx, key, rec); err != nil {
 		return 0
 	}
-	return p.putTo(ctx, key, value, peers)
+	return p.putTo(ctx, rec, peers)
 }
 
 // putHere keeps a server's own copy: it answers queries for records near
 // it too, and its copy also refuses an older record of ours.
-func (p *DHT) putHere(ctx context.Context, key string, value []byte) error {
+func (p *DHT) putHere(ctx context.Context, key string, rec *recpb.Record) error {
 	if p.Mode() != kaddht.ModeServer {
 		return nil
 	}
-	if err := p.local.Put(ctx, key, newRecord(key, value)); err != nil && !errors.Is(err, records.ErrOldRecord) {
+	if err := p.local.Put(ctx, key, rec); err != nil && !errors.Is(err, records.ErrOldRecord) {
 		return fmt.Errorf("dht: store %q here: %w", key, err)
 	}
 	return nil
@@ -71,8 +73,7 @@ func newRecord(key string, value []byte) *recpb.Record {
 }
 
 // putTo sends PUT_VALUE to every peer at once and counts the acceptances.
-func (p *DHT) putTo(ctx context.Context, key string, value []byte, peers []peer.ID) (accepted int) {
-	rec := newRecord(key, value)
+func (p *DHT) putTo(ctx context.Context, rec *recpb.Record, peers []peer.ID) (accepted int) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, q := range peers {

@@ -205,7 +205,7 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 	// Ask the replicas remembered from last time at once — a node coming
 	// back need not wait for its lookup to learn who they are — and the
 	// ones the lookup finds as they come.
-	remembered := c.remembered()
+	remembered := c.Remembered()
 	for _, r := range remembered {
 		list(r)
 	}
@@ -397,9 +397,7 @@ type rememberedReplica struct {
 
 // Remembered are the replicas the next pass asks first: those the last
 // lookup of this node's key found.
-func (c *Collector) Remembered() []peer.ID { return c.remembered() }
-
-func (c *Collector) remembered() []peer.ID {
+func (c *Collector) Remembered() []peer.ID {
 	var saved []rememberedReplica
 	if ok, err := c.cfg.Store.Setting(settingReplicas, &saved); err != nil || !ok {
 		return nil

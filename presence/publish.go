@@ -131,16 +131,17 @@ func (s *Service) store(ctx context.Context, raw []byte, lookup bool) bool {
 	if !lookup && len(near) > 0 && s.cfg.Now().Sub(nearAt) < s.cfg.Republish {
 		accepted, asked = s.cfg.DHT.PutTo(ctx, Key(s.self), raw, near), near
 	}
-	if !enough(accepted, len(asked)) {
+	looked := !enough(accepted, len(asked))
+	if looked {
 		if accepted, asked, err = s.cfg.DHT.Put(ctx, Key(s.self), raw); err != nil {
 			s.cfg.Logger.Debug("presence: store record", "err", err)
 			return false
 		}
-		s.mu.Lock()
-		s.near, s.nearAt = asked, s.cfg.Now()
-		s.mu.Unlock()
 	}
 	s.mu.Lock()
+	if looked {
+		s.near, s.nearAt = asked, s.cfg.Now()
+	}
 	s.stats = PublishStats{Seq: rec.Seq, At: s.cfg.Now(), Accepted: accepted, Asked: len(asked)}
 	s.mu.Unlock()
 	if err := s.cfg.Store.PutSetting(settingSeq, rec.Seq); err != nil {
