@@ -21,34 +21,28 @@ func (s *Service) publishLoop(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	// A republish looks the key's neighbourhood up afresh (peers nearer
-	// it may have joined); a change goes to the peers the last one found.
-	// The first record goes out as the node joins, when peers nearer its
-	// key may still be joining (a swarm starting up, a partition healing)
-	// and would not hold it: the first republish comes early, so that the
-	// record then sits with the peers resolvers end at, and a change
-	// meanwhile does not put it off.
-	first, early := true, false
+	// it may have joined); a change goes to the peers the last one found
+	// and leaves the schedule as it is. The first record goes out as the
+	// node joins, and a record asked for by Republish as the node is back
+	// in touch: either time, peers nearer the key may still be arriving (a
+	// swarm starting up, a partition healing) and would not hold it, so the
+	// next republish comes early, so that the record then sits with the
+	// peers resolvers end at.
+	first := true
 	for {
-		lookup := false
+		var settling bool
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-			lookup = true
+			settling, first = first, false
 		case <-s.relook:
-			lookup = true
+			settling = true
 		case <-s.changed:
-		}
-		if _, raw, err := s.sign(false); err != nil {
-			s.cfg.Logger.Error("presence: cannot sign a record", "err", err)
-		} else {
-			s.notifyWatchers(ctx, raw)
-			s.keepConns()
-			s.toStore(raw, lookup)
-		}
-		if early && !lookup {
+			s.publish(ctx, false)
 			continue
 		}
+		s.publish(ctx, true)
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -56,13 +50,24 @@ func (s *Service) publishLoop(ctx context.Context) {
 			}
 		}
 		next := s.cfg.Republish
-		if first {
-			next, first, early = max(s.cfg.Republish/5, time.Second), false, true
-		} else if lookup {
-			early = false
+		if settling {
+			next = max(s.cfg.Republish/5, time.Second)
 		}
 		timer.Reset(jitter.Spread(next))
 	}
+}
+
+// publish signs the current record, pushes it to the watchers and hands
+// it to storeLoop.
+func (s *Service) publish(ctx context.Context, lookup bool) {
+	_, raw, err := s.sign(false)
+	if err != nil {
+		s.cfg.Logger.Error("presence: cannot sign a record", "err", err)
+		return
+	}
+	s.notifyWatchers(ctx, raw)
+	s.keepConns()
+	s.toStore(raw, lookup)
 }
 
 // storeReq is a record for storeLoop, and whether storing it must look

@@ -52,6 +52,13 @@ func (d *puttingDHT) GetValue(context.Context, string, ...routing.Option) ([]byt
 // its DHT, inside the calling test's synctest bubble, until the test ends.
 func startPublishing(t *testing.T, d DHT) *Service {
 	t.Helper()
+	return startPublishingAfter(t, d, func(*Service) {})
+}
+
+// startPublishingAfter is startPublishing, calling before on the service
+// before starting it.
+func startPublishingAfter(t *testing.T, d DHT, before func(*Service)) *Service {
+	t.Helper()
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	h, err := mn.GenPeer()
@@ -67,6 +74,7 @@ func startPublishing(t *testing.T, d DHT) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before(s)
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +105,37 @@ func TestRepublishSchedule(t *testing.T) {
 				t.Fatalf("%d records stored after %v, want %d", got, want.at, want.puts)
 			}
 		}
+	})
+}
+
+// TestRepublishWhenBackInTouch: Republish looks up at once and brings the
+// next republish early, as joining does: it must not put off the early one
+// after joining (the record would sit for a whole interval with the few
+// peers there were as the node joined, and resolvers would not find it).
+// Asked before Start — a node's first connection, as it joins, looks like
+// being back in touch — it does nothing: Start looks up anyway.
+func TestRepublishWhenBackInTouch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &puttingDHT{}
+		s := startPublishingAfter(t, d, func(s *Service) { s.Republish() })
+		t0 := time.Now()
+		step := func(at time.Duration, want int64) {
+			t.Helper()
+			time.Sleep(at - time.Since(t0))
+			synctest.Wait()
+			if got := d.puts.Load(); got != want {
+				t.Fatalf("%d records stored with a lookup after %v, want %d", got, at, want)
+			}
+		}
+		step(time.Second, 1) // on start only
+		s.Republish()
+		step(2*time.Second, 2)
+		step(3*time.Minute, 3) // still the early one, two minutes on (±10 %)
+		step(10*time.Minute+30*time.Second, 3)
+		step(13*time.Minute+30*time.Second, 4) // then the interval
+		s.Republish()                          // back in touch
+		step(13*time.Minute+31*time.Second, 5)
+		step(16*time.Minute, 6) // early again
 	})
 }
 

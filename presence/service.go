@@ -141,12 +141,13 @@ type Service struct {
 	pending chan storeReq // the newest record, waiting to be stored in the DHT
 	// near are the peers closest to the record's key that the last lookup
 	// found, at nearAt; guarded by mu.
-	near   []peer.ID
-	nearAt time.Time
-	kick   chan peer.ID // asks the watcher loop to subscribe to a peer
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	closed bool
+	near    []peer.ID
+	nearAt  time.Time
+	kick    chan peer.ID // asks the watcher loop to subscribe to a peer
+	cancel  context.CancelFunc
+	started atomic.Bool // Start ran: Republish has a publisher to ask
+	wg      sync.WaitGroup
+	closed  bool
 }
 
 // PublishStats says how the last publication went.
@@ -231,6 +232,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.cfg.Logger.Warn("presence: cannot share keys", "err", err)
 	}
 	s.wg.Add(3)
+	s.started.Store(true)
 	go s.publishLoop(ctx)
 	go s.storeLoop(ctx)
 	go s.watchLoop(ctx)
@@ -458,8 +460,14 @@ func (s *Service) peerKey(p peer.ID) *PresenceKey {
 // Republish stores a new record now, looking the key's neighbourhood up
 // afresh: call it when the network around the node may have changed (back
 // in touch after being cut off from everyone), since a change otherwise
-// goes to the peers the last lookup found.
+// goes to the peers the last lookup found. Another follows early, as after
+// joining. Before Start it does nothing: Start publishes with a fresh
+// lookup anyway (a node's first connection, as it joins, looks like being
+// back in touch).
 func (s *Service) Republish() {
+	if !s.started.Load() {
+		return
+	}
 	select {
 	case s.relook <- struct{}{}:
 	default:
