@@ -180,7 +180,19 @@ func (w *world) latency(p *simnet.Packet) time.Duration {
 	if cut && w.plan.Side[from] != w.plan.Side[to] {
 		return 1000 * time.Hour
 	}
-	return w.oneWay(from) + w.oneWay(to)
+	return onTick(time.Now(), w.oneWay(from)+w.oneWay(to), w.plan.Scenario.Tick)
+}
+
+// onTick stretches a packet's latency d, sent at now, so that it arrives
+// on the tick grid (see Scenario.Tick).
+func onTick(now time.Time, d, tick time.Duration) time.Duration {
+	if tick <= 0 {
+		return d
+	}
+	if late := now.Add(d).UnixNano() % int64(tick); late != 0 {
+		d += tick - time.Duration(late)
+	}
+	return d
 }
 
 func (w *world) oneWay(i int) time.Duration {

@@ -557,4 +557,6 @@ func TestSimErrors(t *testing.T) {
 	expectError(t, "use 0 for none", "sim", "--rate", "-5")
 	expectError(t, "use 4 to 5000", "sim", "--nodes", "2")
 	expectError(t, "someone must serve the DHT", "sim", "--client-share", "0.99")
+	expectError(t, "use 0 for exact", "sim", "--tick", "-1ms")
+	expectError(t, "use 0 (exact) to 10ms", "sim", "--tick", "1s")
 }

@@ -46,6 +46,12 @@ func newSim(g *globals) *cobra.Command {
 					*v.v = -1
 				}
 			}
+			switch {
+			case sc.Tick < 0:
+				return fmt.Errorf("--tick %v: cannot be negative; use 0 for exact delivery times", sc.Tick)
+			case sc.Tick == 0:
+				sc.Tick = -1
+			}
 			plan, err := sim.NewPlan(sc)
 			if err != nil {
 				return fmt.Errorf("sim: %w", err)
@@ -137,6 +143,7 @@ func newSim(g *globals) *cobra.Command {
 	f.Uint64Var(&sc.Seed, "seed", 1, "fixes keys, topology, workload, churn and partitions")
 	f.DurationVar(&sc.ServerLatency, "latency", 10*time.Millisecond, "round-trip latency of a server-class node's link")
 	f.DurationVar(&sc.ClientLatency, "client-latency", 40*time.Millisecond, "round-trip latency of a client-class node's link")
+	f.DurationVar(&sc.Tick, "tick", time.Millisecond, "deliver packets on a grid of this much simulated time (up to one tick late; fewer, fuller steps run faster); 0: exact")
 	f.Float64Var(&sc.ClientShare, "client-share", 0.8, "share of nodes in DHT client mode (users behind NAT)")
 	f.Float64Var(&sc.Churn, "churn", 0.1, "share of nodes that leave once and come back")
 	f.DurationVar(&sc.Downtime, "downtime", 3*time.Minute, "how long a leaving node stays away")
