@@ -210,15 +210,13 @@ func (o *Outbox) Send(ctx context.Context, to peer.ID, kind pb.Kind, body []byte
 // harmless: add keeps one, and the recipient deduplicates.)
 func (o *Outbox) Wake(p peer.ID) {
 	now := o.cfg.Now()
-	pending, err := o.store.Pending()
+	pending, err := o.store.PendingTo(p)
 	if err != nil {
 		o.cfg.Logger.Error("outbox: load parked messages", "err", err)
 	}
 	o.mu.Lock()
 	for _, m := range pending {
-		if m.Peer == p {
-			o.sched.add(m, now)
-		}
+		o.sched.add(m, now)
 	}
 	woke := o.sched.wake(p, now)
 	o.mu.Unlock()

@@ -6,6 +6,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -272,11 +273,28 @@ func setState(tx *bolt.Tx, u Update) error {
 
 // Pending returns the outbox: outgoing messages not yet delivered, in the
 // order they were queued.
-func (s *Store) Pending() ([]*Message, error) {
+func (s *Store) Pending() ([]*Message, error) { return s.pending(nil) }
+
+// PendingTo is Pending for the messages to p only. It decodes only those
+// (the outbox names each message's peer in its key), so that a wake for a
+// peer that connects — which happens all the time — does not decode the
+// whole outbox.
+func (s *Store) PendingTo(p peer.ID) ([]*Message, error) {
+	if p == "" {
+		return nil, nil
+	}
+	return s.pending([]byte(p))
+}
+
+// pending reads the outbox, only the messages to peer if it is not nil.
+func (s *Store) pending(peer []byte) ([]*Message, error) {
 	var out []*Message
 	err := s.db.View(func(tx *bolt.Tx) error {
 		idx := tx.Bucket(bucketIndex)
 		return tx.Bucket(bucketOutbox).ForEach(func(_, ik []byte) error {
+			if peer != nil && (len(ik) < 2+len(peer) || int(ik[1]) != len(peer) || !bytes.Equal(ik[2:2+len(peer)], peer)) {
+				return nil
+			}
 			m, err := lookup(tx, idx, ik)
 			if err != nil {
 				return err

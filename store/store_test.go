@@ -50,6 +50,20 @@ func TestQueueAndDeliver(t *testing.T) {
 	if len(pending) != 4 || string(pending[0].ID) != string(out(bob, 0).ID) || pending[3].Peer != carol {
 		t.Fatalf("pending = %v", pending)
 	}
+	for _, c := range []struct {
+		p    peer.ID
+		want int
+	}{{bob, 3}, {carol, 1}, {peer.ID("bob"), 0}, {peer.ID("bob-peer-id-2"), 0}, {"", 0}} {
+		if to, err := s.PendingTo(c.p); err != nil || len(to) != c.want {
+			t.Fatalf("pending to %q: %d messages (%v), want %d", c.p, len(to), err, c.want)
+		} else {
+			for _, m := range to {
+				if m.Peer != c.p {
+					t.Fatalf("pending to %q holds a message to %q", c.p, m.Peer)
+				}
+			}
+		}
+	}
 	err := s.SetStates([]Update{{Peer: bob, ID: out(bob, 1).ID, State: Delivered}, {Peer: carol, ID: out(carol, 9).ID, State: Failed, Reason: "rejected"}})
 	if err != nil {
 		t.Fatal(err)
