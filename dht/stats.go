@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"bytes"
 	"context"
 	"sync/atomic"
 
@@ -21,20 +22,25 @@ type Stats struct {
 	Value   int64 `json:"value"`   // lookups of a record (presence resolves)
 	Peer    int64 `json:"peer"`    // lookups of a peer's addresses (streams to a peer not known)
 	Served  int64 `json:"served"`  // requests answered, of any kind
+	// ServedRouting is the part of Served that asked for the peers nearest
+	// a peer ID rather than a record's key: kad-dht's routing-table upkeep
+	// (refresh lookups of random IDs in each bucket, its own ID, the check
+	// of a peer before it enters a table) and FindPeer.
+	ServedRouting int64 `json:"served_routing"`
 }
 
 // Lookups is how many lookups Parley started, of any kind.
 func (s Stats) Lookups() int64 { return s.Closest + s.Value + s.Peer }
 
 type counters struct {
-	closest, value, peer, served atomic.Int64
+	closest, value, peer, served, servedRouting atomic.Int64
 }
 
 // Stats reports the counts so far.
 func (p *DHT) Stats() Stats {
 	return Stats{
 		Closest: p.count.closest.Load(), Value: p.count.value.Load(),
-		Peer: p.count.peer.Load(), Served: p.count.served.Load(),
+		Peer: p.count.peer.Load(), Served: p.count.served.Load(), ServedRouting: p.count.servedRouting.Load(),
 	}
 }
 
@@ -79,9 +85,13 @@ func (p *DHT) FindPeer(ctx context.Context, id peer.ID) (peer.AddrInfo, error) {
 	return p.IpfsDHT.FindPeer(ctx, id)
 }
 
-// served is kad-dht's request hook.
-func (c *counters) onRequest(context.Context, network.Stream, *kadpb.Message) {
+// onRequest is kad-dht's request hook. Record keys are namespaced
+// ("/presence/…"); a peer ID's bytes never start with '/'.
+func (c *counters) onRequest(_ context.Context, _ network.Stream, m *kadpb.Message) {
 	c.served.Add(1)
+	if m.GetType() == kadpb.Message_FIND_NODE && !bytes.HasPrefix(m.GetKey(), []byte("/")) {
+		c.servedRouting.Add(1)
+	}
 }
 
 // Nearest is the n peers this node's routing table holds nearest key, with

@@ -75,6 +75,9 @@ type DHTWork struct {
 	Value   float64 `json:"value"`   // presence resolves
 	Peer    float64 `json:"peer"`    // addresses of a peer to open a stream to
 	Served  float64 `json:"served"`  // requests answered (includes kad-dht's own refreshes)
+	// ServedRouting is the part of Served for kad-dht's routing-table
+	// upkeep: peers nearest a peer ID, not a record's key (dht.Stats).
+	ServedRouting float64 `json:"served_routing"`
 }
 
 // Latency is a distribution's summary, in milliseconds.
@@ -174,6 +177,7 @@ func (r *recorder) stopped(i int, bw *metrics.BandwidthCounter, st dht.Stats) {
 	r.dhtDone.Value += st.Value
 	r.dhtDone.Peer += st.Peer
 	r.dhtDone.Served += st.Served
+	r.dhtDone.ServedRouting += st.ServedRouting
 	r.mu.Unlock()
 }
 
@@ -357,7 +361,7 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 		per := func(n int64) float64 { return float64(n) / float64(p.Scenario.Nodes) / hours }
 		res.DHT = DHTWork{
 			Closest: per(r.dhtDone.Closest), Value: per(r.dhtDone.Value), Peer: per(r.dhtDone.Peer),
-			Lookups: per(r.dhtDone.Lookups()), Served: per(r.dhtDone.Served),
+			Lookups: per(r.dhtDone.Lookups()), Served: per(r.dhtDone.Served), ServedRouting: per(r.dhtDone.ServedRouting),
 		}
 		res.ConnsPerNodeHour = per(r.conns.Load())
 	}
@@ -406,6 +410,7 @@ func Spread(rs []*Result) SpreadSummary {
 	add("open connections per node, median", "", func(r *Result) float64 { return r.ConnsSteady })
 	add("DHT lookups", "per node-hour", func(r *Result) float64 { return r.DHT.Lookups })
 	add("DHT requests served", "per node-hour", func(r *Result) float64 { return r.DHT.Served })
+	add("DHT requests served for routing", "per node-hour", func(r *Result) float64 { return r.DHT.ServedRouting })
 	add("wall time", "s", func(r *Result) float64 { return r.Wall.Seconds() })
 	return s
 }
