@@ -38,6 +38,10 @@ import (
 	"github.com/parley-p2p/parley/store"
 )
 
+// DefaultRepublish is how often a node stores its presence record again,
+// unless Config.Presence says otherwise.
+const DefaultRepublish = presence.DefaultRepublish
+
 // DBFile is the node's database inside its home.
 const DBFile = "parley.db"
 

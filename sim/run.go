@@ -242,6 +242,7 @@ func (w *world) start(i int) error {
 		Home: filepath.Join(w.opt.Dir, fmt.Sprint("n", i)), Identity: w.ids[i], Host: h,
 		DHTMode: "server", Logger: slog.New(slog.DiscardHandler),
 	}
+	cfg.Presence.Republish, cfg.Presence.Lifetime = sc.Republish, 3*sc.Republish
 	if w.plan.Client[i] {
 		cfg.DHTMode = "client"
 	}

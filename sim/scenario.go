@@ -15,6 +15,8 @@ import (
 	"math/rand/v2"
 	"sort"
 	"time"
+
+	"github.com/parley-p2p/parley/node"
 )
 
 // Scenario is what to simulate. Zero fields take the defaults; for the
@@ -64,6 +66,10 @@ type Scenario struct {
 	Settle time.Duration
 	// ConnLow and ConnHigh cap connections per node; default 8 and 16.
 	ConnLow, ConnHigh int
+	// Republish is how often each node stores its presence record again
+	// (default node.DefaultRepublish, 10 min); records live three
+	// times as long, as by default.
+	Republish time.Duration
 	// JoinOver is how long the nodes take to join, one after another, each
 	// adding its contacts among those already up as it joins (default 50 ms
 	// per node). The workload's clock starts when the last has joined: a
@@ -86,6 +92,7 @@ func (s Scenario) withDefaults() Scenario {
 	def(&s.Downtime, 3*time.Minute)
 	def(&s.Settle, 10*time.Minute)
 	def(&s.Tick, time.Millisecond)
+	def(&s.Republish, node.DefaultRepublish)
 	if s.ClientShare == 0 {
 		s.ClientShare = 0.8
 	}
@@ -135,6 +142,8 @@ func (s Scenario) Validate() error {
 		return errors.New("partition share must be between 0 and 1")
 	case s.Contacts < 1 || s.Contacts >= s.Nodes:
 		return fmt.Errorf("contacts %d: use 1 to %d", s.Contacts, s.Nodes-1)
+	case s.Republish < time.Minute || s.Republish > 8*time.Hour:
+		return fmt.Errorf("republish %v: use 1m to 8h", s.Republish)
 	case s.Tick > 10*time.Millisecond:
 		return fmt.Errorf("tick %v: use 0 (exact) to 10ms", s.Tick)
 	case s.JoinOver < 0 || s.JoinOver > time.Hour:

@@ -151,7 +151,7 @@ func TestOnTick(t *testing.T) {
 }
 
 func TestBadScenario(t *testing.T) {
-	for _, sc := range []Scenario{{Nodes: 2}, {Nodes: 10, ClientShare: 1}, {Nodes: 10, Contacts: 10}, {Nodes: 10, Churn: 2}, {Nodes: 10, Tick: time.Second}} {
+	for _, sc := range []Scenario{{Nodes: 2}, {Nodes: 10, ClientShare: 1}, {Nodes: 10, Contacts: 10}, {Nodes: 10, Churn: 2}, {Nodes: 10, Tick: time.Second}, {Nodes: 10, Republish: time.Second}} {
 		if _, err := NewPlan(sc); err == nil {
 			t.Errorf("scenario %+v accepted", sc)
 		}

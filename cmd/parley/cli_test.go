@@ -559,4 +559,5 @@ func TestSimErrors(t *testing.T) {
 	expectError(t, "someone must serve the DHT", "sim", "--client-share", "0.99")
 	expectError(t, "use 0 for exact", "sim", "--tick", "-1ms")
 	expectError(t, "use 0 (exact) to 10ms", "sim", "--tick", "1s")
+	expectError(t, "use 1m to 8h", "sim", "--republish", "10s")
 }
