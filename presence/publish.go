@@ -25,9 +25,9 @@ func (s *Service) publishLoop(ctx context.Context) {
 	// and leaves the schedule as it is. The first record goes out as the
 	// node joins, and a record asked for by Republish as the node is back
 	// in touch: either time, peers nearer the key may still be arriving (a
-	// swarm starting up, a partition healing) and would not hold it, so the
-	// next republish comes early, so that the record then sits with the
-	// peers resolvers end at.
+	// swarm starting up, a partition healing) and would not hold it. The
+	// next republish then comes early, and after it the record sits with
+	// the peers resolvers end at.
 	first := true
 	for {
 		var settling bool
