@@ -28,7 +28,10 @@ func (s *Service) publishLoop(ctx context.Context) {
 	// swarm starting up, a partition healing) and would not hold it. The
 	// next republish then comes early, and after it the record sits with
 	// the peers resolvers end at.
-	first := true
+	// The republish after that early one comes at a random point of the
+	// second half of an interval: nodes that joined or came back together
+	// would otherwise republish in step, a wave of lookups every interval.
+	first, early := true, false
 	for {
 		var settling bool
 		select {
@@ -49,11 +52,16 @@ func (s *Service) publishLoop(ctx context.Context) {
 			default:
 			}
 		}
-		next := s.cfg.Republish
-		if settling {
-			next = max(s.cfg.Republish/5, time.Second)
+		var next time.Duration
+		switch {
+		case settling:
+			next, early = jitter.Spread(max(s.cfg.Republish/5, time.Second)), true
+		case early:
+			next, early = jitter.Phase(s.cfg.Republish), false
+		default:
+			next = jitter.Spread(s.cfg.Republish)
 		}
-		timer.Reset(jitter.Spread(next))
+		timer.Reset(next)
 	}
 }
 

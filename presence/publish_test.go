@@ -83,7 +83,9 @@ func startPublishingAfter(t *testing.T, d DHT, before func(*Service)) *Service {
 }
 
 // TestRepublishSchedule: the record is stored on start, again early (peers
-// nearer its key may have joined since), then every Republish.
+// nearer its key may have joined since), then at a random point of the
+// second half of an interval (nodes that joined together fall out of
+// step), then every Republish.
 func TestRepublishSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &puttingDHT{}
@@ -96,8 +98,10 @@ func TestRepublishSchedule(t *testing.T) {
 			{time.Second, 1},      // on start
 			{90 * time.Second, 1}, // not yet
 			{3 * time.Minute, 2},  // early: a fifth of the interval (±10 %)
-			{11 * time.Minute, 2}, // then the interval (±10 %)
-			{14 * time.Minute, 3},
+			{6 * time.Minute, 2},  // then at a random point of the second half of the interval
+			{13 * time.Minute, 3}, //
+			{15 * time.Minute, 3}, // then the interval (±10 %)
+			{24 * time.Minute, 4},
 		} {
 			time.Sleep(want.at - time.Since(t0))
 			synctest.Wait()
@@ -131,11 +135,11 @@ func TestRepublishWhenBackInTouch(t *testing.T) {
 		s.Republish()
 		step(2*time.Second, 2)
 		step(3*time.Minute, 3) // still the early one, two minutes on (±10 %)
-		step(10*time.Minute+30*time.Second, 3)
-		step(13*time.Minute+30*time.Second, 4) // then the interval
+		step(6*time.Minute+30*time.Second, 3)
+		step(12*time.Minute+30*time.Second, 4) // then in the second half of the interval
 		s.Republish()                          // back in touch
-		step(13*time.Minute+31*time.Second, 5)
-		step(16*time.Minute, 6) // early again
+		step(12*time.Minute+31*time.Second, 5)
+		step(15*time.Minute, 6) // early again
 	})
 }
 

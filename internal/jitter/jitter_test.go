@@ -22,3 +22,22 @@ func TestSpreadStaysWithinATenth(t *testing.T) {
 		t.Fatal("Spread(0) must be 0")
 	}
 }
+
+func TestPhaseFallsInTheSecondHalf(t *testing.T) {
+	d := 10 * time.Minute
+	var early, late bool
+	for range 1000 {
+		got := Phase(d)
+		if got < d/2 || got > d {
+			t.Fatalf("Phase(%v) = %v, outside [%v, %v]", d, got, d/2, d)
+		}
+		early = early || got < d/2+d/10
+		late = late || got > d-d/10
+	}
+	if !early || !late {
+		t.Fatal("Phase does not cover the second half of the interval")
+	}
+	if Phase(0) != 0 {
+		t.Fatal("Phase(0) must be 0")
+	}
+}
