@@ -99,7 +99,7 @@ func TestRepublishSchedule(t *testing.T) {
 			{90 * time.Second, 1}, // not yet
 			{3 * time.Minute, 2},  // early: a fifth of the interval (±10 %)
 			{6 * time.Minute, 2},  // then at a random point of the second half of the interval
-			{13 * time.Minute, 3}, //
+			{13 * time.Minute, 3},
 			{15 * time.Minute, 3}, // then the interval (±10 %)
 			{24 * time.Minute, 4},
 		} {
