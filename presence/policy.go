@@ -39,6 +39,14 @@ type Policy struct {
 // read the DHT is not meant to see them.
 func (p Policy) Sealed() bool { return p.Mode != Everyone || len(p.Denied) > 0 || len(p.Blocked) > 0 }
 
+// Watches reports whether the user subscribes to x's presence: x is a
+// contact the user does not hide from. A subscription needs a connection
+// to x, and a connection shows x that the user is online; the user may
+// still look x up in the DHT, which x does not see.
+func (p Policy) Watches(x peer.ID) bool {
+	return p.Contacts[x] && !p.Denied[x] && !p.Blocked[x]
+}
+
 // MaySee reports whether x may see the user's presence.
 func (p Policy) MaySee(x peer.ID) bool {
 	if p.Denied[x] || p.Blocked[x] {

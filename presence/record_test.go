@@ -185,6 +185,13 @@ func TestPolicy(t *testing.T) {
 	if h := p.KeyHolders(); len(h) != 2 || h[alex] {
 		t.Fatalf("holders %v", h)
 	}
+	// The user does not subscribe to alex: the connection would show alex
+	// the user is online.
+	p.Blocked = map[peer.ID]bool{carol: true}
+	if p.Watches(alex) || !p.Watches(bob) || p.Watches(carol) || p.Watches(stranger) {
+		t.Fatal("watches: only contacts neither denied nor blocked")
+	}
+	p.Blocked = nil
 	p.Mode = Allowlist
 	p.Allowed = map[peer.ID]bool{carol: true, stranger: true}
 	if p.MaySee(bob) || !p.MaySee(carol) || p.MaySee(stranger) {

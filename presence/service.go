@@ -324,7 +324,13 @@ func (s *Service) PolicyChanged() error {
 			ended = append(ended, w)
 		}
 	}
+	for c := range s.subs {
+		if !p.Watches(c) {
+			delete(s.subs, c) // lapses at c's end; our connection is no longer kept for it
+		}
+	}
 	s.mu.Unlock()
+	s.keepConns()
 	if len(ended) > 0 && s.cfg.Host != nil {
 		// Tell each watcher who lost sight of us, before anything else can
 		// cut the connection: its subscription is over, and this record

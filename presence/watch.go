@@ -187,7 +187,7 @@ func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 // Kick asks the watcher loop to subscribe to p now (it just connected, or
 // subscribed to us).
 func (s *Service) Kick(p peer.ID) {
-	if !s.policy.Load().Contacts[p] {
+	if !s.policy.Load().Watches(p) {
 		return
 	}
 	select {
@@ -233,7 +233,8 @@ func (s *Service) watchAll(ctx context.Context) {
 	half := s.cfg.SubscribeTTL / 2
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, notifyParallel)
-	contacts := s.policy.Load().Contacts
+	pol := s.policy.Load()
+	contacts := pol.Contacts
 	s.mu.Lock()
 	for c := range s.quiet {
 		if !contacts[c] {
@@ -242,6 +243,9 @@ func (s *Service) watchAll(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for c := range contacts {
+		if !pol.Watches(c) {
+			continue
+		}
 		s.mu.Lock()
 		until, ok := s.subs[c]
 		q, isQuiet := s.quiet[c]
