@@ -292,8 +292,8 @@ func (s *Store) pending(peer []byte) ([]*Message, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		idx := tx.Bucket(bucketIndex)
 		return tx.Bucket(bucketOutbox).ForEach(func(_, ik []byte) error {
-			if peer != nil && (len(ik) < 2+len(peer) || int(ik[1]) != len(peer) || !bytes.Equal(ik[2:2+len(peer)], peer)) {
-				return nil
+			if p, ok := keyPeer(ik); peer != nil && ok && !bytes.Equal(p, peer) {
+				return nil // someone else's (a corrupt key goes on, for lookup to report)
 			}
 			m, err := lookup(tx, idx, ik)
 			if err != nil {
@@ -306,11 +306,20 @@ func (s *Store) pending(peer []byte) ([]*Message, error) {
 	return out, err
 }
 
-func lookup(tx *bolt.Tx, idx *bolt.Bucket, ik []byte) (*Message, error) {
+// keyPeer is the peer an index key (direction, peer length, peer, id)
+// names; false if the key is too short to name one.
+func keyPeer(ik []byte) ([]byte, bool) {
 	if len(ik) < 2 || len(ik) < 2+int(ik[1]) {
+		return nil, false
+	}
+	return ik[2 : 2+int(ik[1])], true
+}
+
+func lookup(tx *bolt.Tx, idx *bolt.Bucket, ik []byte) (*Message, error) {
+	p, ok := keyPeer(ik)
+	if !ok {
 		return nil, fmt.Errorf("store: corrupt index key %x", ik)
 	}
-	p := ik[2 : 2+int(ik[1])]
 	seqb := idx.Get(ik)
 	conv := tx.Bucket(bucketHistory).Bucket(p)
 	if seqb == nil || conv == nil {
