@@ -98,16 +98,12 @@ func (n *Node) History(_ context.Context, who string, limit int) ([]api.Message,
 		return nil, err
 	}
 	// Showing the conversation is reading it.
-	read, err := n.store.MarkRead(p, int32(pb.Kind_KIND_TEXT))
+	ms, read, err := n.store.Read(p, int32(pb.Kind_KIND_TEXT))
 	if err != nil {
 		return nil, err
 	}
 	if len(read) > 0 && !n.cfg.Inbox.NoReadReceipts {
 		n.sendReceipt(p, pb.DeliveryReceipt_READ, read)
-	}
-	ms, err := n.store.History(p, 0)
-	if err != nil {
-		return nil, err
 	}
 	texts := ms[:0] // control messages (presence keys) are not conversation
 	for _, m := range ms {

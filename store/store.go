@@ -369,12 +369,15 @@ func (s *Store) History(p peer.ID, limit int) ([]*Message, error) {
 	return out, err
 }
 
-// MarkRead marks every incoming message of the given kind from p that is
-// not read yet as read, and returns their ids in order.
-func (s *Store) MarkRead(p peer.ID, kind int32) ([][]byte, error) {
-	var ids [][]byte
-	err := s.update(func(tx *bolt.Tx) error {
-		ids = ids[:0]
+// Read is showing the conversation with p: it returns all of it, oldest
+// first, with every incoming message of the given kind marked read, and the
+// ids of those that were not read before, in order. Marking and reading are
+// one transaction, so a message that arrives meanwhile is either shown and
+// read or neither; it is never shown yet left unread (which would withhold
+// its read receipt until the conversation is shown again).
+func (s *Store) Read(p peer.ID, kind int32) (ms []*Message, read [][]byte, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		ms, read = ms[:0], read[:0] // update may run the function again
 		conv := tx.Bucket(bucketHistory).Bucket([]byte(p))
 		if conv == nil {
 			return nil
@@ -385,16 +388,16 @@ func (s *Store) MarkRead(p peer.ID, kind int32) ([][]byte, error) {
 			if err != nil {
 				return err
 			}
-			if m.Outgoing || m.Kind != kind || m.State != Received {
-				continue
+			if !m.Outgoing && m.Kind == kind && m.State == Received {
+				m.State = Read
+				if err := writeMessage(conv, m); err != nil {
+					return err
+				}
+				read = append(read, m.ID)
 			}
-			m.State = Read
-			if err := writeMessage(conv, m); err != nil {
-				return err
-			}
-			ids = append(ids, m.ID)
+			ms = append(ms, m)
 		}
 		return nil
 	})
-	return ids, err
+	return ms, read, err
 }

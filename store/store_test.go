@@ -248,3 +248,72 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 		t.Fatalf("pending %d, want %d", len(p), writers)
 	}
 }
+
+// TestReadShowsWhatItMarks checks that showing a conversation reads what
+// it shows: with messages arriving all the while, every incoming message a
+// Read returns is read, each is reported newly read exactly once, and
+// outgoing messages and other kinds are left alone.
+func TestReadShowsWhatItMarks(t *testing.T) {
+	s, _ := open(t)
+	const text, other, n = 1, 2, 200
+	if err := s.Queue(&Message{ID: []byte("mine"), Peer: bob, Kind: text, Body: []byte("hi"), State: Queued}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			m := &Message{ID: []byte(fmt.Sprint("in-", i)), Peer: bob, Kind: text, Body: []byte("x"), State: Received}
+			if i%10 == 0 {
+				m.Kind = other
+			}
+			if _, err := s.Receive([]*Message{m}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	reported := map[string]int{}
+	check := func() int {
+		ms, read, err := s.Read(bob, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range read {
+			reported[string(id)]++
+		}
+		for _, m := range ms {
+			switch {
+			case m.Outgoing && m.State != Queued:
+				t.Fatalf("outgoing message changed to %s", m.State)
+			case !m.Outgoing && m.Kind == other && m.State != Received:
+				t.Fatalf("message of another kind %s is %s", m.ID, m.State)
+			case !m.Outgoing && m.Kind == text && m.State != Read:
+				t.Fatalf("message %s shown but %s, not read", m.ID, m.State)
+			}
+		}
+		return len(ms)
+	}
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if shown := check(); shown != n+1 {
+				t.Fatalf("%d messages shown, want %d", shown, n+1)
+			}
+			if len(reported) != n-n/10 {
+				t.Fatalf("%d messages reported read, want %d", len(reported), n-n/10)
+			}
+			for id, k := range reported {
+				if k != 1 {
+					t.Fatalf("message %s reported read %d times", id, k)
+				}
+			}
+			return
+		default:
+			check()
+		}
+	}
+}

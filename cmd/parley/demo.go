@@ -229,6 +229,10 @@ func (d *demo) run() error {
 		h, _ := d.nodes["alice"].History(d.ctx, "bob", 0)
 		return len(h) == 2 && h[1].State == "read"
 	}); err != nil {
+		h, _ := d.nodes["alice"].History(d.ctx, "bob", 0)
+		for _, m := range h {
+			err = fmt.Errorf("%w; %q is %s", err, m.Text, m.State)
+		}
 		return err
 	}
 	d.ok("alice sees 'see you tomorrow then' delivered and read: bob's receipts waited for her at the replicas")
