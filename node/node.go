@@ -10,14 +10,17 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
@@ -125,6 +128,8 @@ type Node struct {
 	cancel   context.CancelFunc
 
 	notifiee network.Notifiee
+	idents   event.Subscription // peers identified on new connections
+	wg       sync.WaitGroup
 }
 
 // New checks cfg and loads the identity; it starts nothing.
@@ -284,20 +289,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.outbox.Start(ctx); err != nil {
 		return err
 	}
-	// A peer that connects is online: deliver what waits for it now
-	// rather than when its backoff runs out, and watch its presence.
+	// A peer that identifies itself on a new connection is online: deliver
+	// what waits for it now rather than when its backoff runs out, and
+	// watch its presence. Identified, not merely connected: a peer that
+	// refuses us (it denied us) lets our side of the handshake finish
+	// before it closes, and acting on that connection would dial again,
+	// and again.
+	idents, err := n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted), eventbus.BufSize(64))
+	if err != nil {
+		return err
+	}
+	n.idents = idents
+	n.wg.Go(func() { n.onIdentified(idents.Out()) })
 	n.notifiee = &network.NotifyBundle{
-		ConnectedF: func(net network.Network, c network.Conn) {
-			n.outbox.Wake(c.RemotePeer())
-			n.presence.Kick(c.RemotePeer())
-			// Back in touch after being cut off from everyone: something
-			// may wait for us. (Not on every connection: a node makes new
-			// ones all the time, and each collection walks the DHT.)
-			if len(net.Peers()) <= 1 {
-				n.collect.Kick()
-				n.presence.Republish() // its record's holders may have changed too
-			}
-		},
 		// Without a connection a subscription pushes nothing: stop
 		// trusting it, so the next look goes to the DHT.
 		DisconnectedF: func(net network.Network, c network.Conn) {
@@ -316,6 +320,23 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	return n.collect.Start(ctx)
+}
+
+// onIdentified acts on each peer that identified itself on a new
+// connection, until the subscription closes.
+func (n *Node) onIdentified(events <-chan any) {
+	for e := range events {
+		p := e.(event.EvtPeerIdentificationCompleted).Peer
+		n.outbox.Wake(p)
+		n.presence.Kick(p)
+		// Back in touch after being cut off from everyone: something may
+		// wait for us. (Not on every connection: a node makes new ones all
+		// the time, and each collection walks the DHT.)
+		if len(n.host.Network().Peers()) <= 1 {
+			n.collect.Kick()
+			n.presence.Republish() // its record's holders may have changed too
+		}
+	}
 }
 
 // joinSwarm connects to the bootstrap peers; at least one must answer.
@@ -434,6 +455,11 @@ func (n *Node) Close() error {
 	if n.notifiee != nil {
 		n.host.Network().StopNotify(n.notifiee)
 		n.notifiee = nil
+	}
+	if n.idents != nil {
+		n.idents.Close()
+		n.wg.Wait()
+		n.idents = nil
 	}
 	if n.collect != nil {
 		errs = append(errs, n.collect.Close())

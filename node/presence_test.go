@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
@@ -380,4 +381,40 @@ func TestNewContactReadsTheRecordOutThere(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a new record sealed with a new key", func() bool { return seq() > before })
+}
+
+// TestDeniedDoesNotRedial: a peer that denied us refuses our connections,
+// but only after our side of the handshake is done, so each dial shows us
+// a connection for a moment. Acting on such a connection (subscribing,
+// delivering what waits) must not dial again: that loops as fast as
+// handshakes go, for as long as both nodes run.
+func TestDeniedDoesNotRedial(t *testing.T) {
+	nodes := swarm(t, 3, nil)
+	ctx := context.Background()
+	oscar, alex := nodes[1], nodes[2]
+	befriend(t, oscar, alex, "oscar", "alex")
+	waitFor(t, "alex to see oscar", func() bool { return whois(t, alex, oscar).Status == "online" })
+	if err := oscar.SetAccess(ctx, "alex", "deny"); err != nil {
+		t.Fatal(err)
+	}
+	// Something waits for oscar in alex's outbox, too.
+	if m := send(t, alex, "oscar", "are you there?"); m.State == "delivered" {
+		t.Fatal("a denied peer delivered directly")
+	}
+	var dials atomic.Int64
+	alex.Host().Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if c.RemotePeer() == oscar.ID() && c.Stat().Direction == network.DirOutbound {
+			dials.Add(1)
+		}
+	}})
+	for range 5 {
+		alex.Host().Network().ClosePeer(oscar.ID())
+		alex.Host().Connect(ctx, peer.AddrInfo{ID: oscar.ID(), Addrs: oscar.Addrs()})
+	}
+	// A loop makes hundreds of connections a second; the outbox's own
+	// retries (backing off from a second) make a few.
+	time.Sleep(3 * time.Second)
+	if n := dials.Load(); n > 5+10 {
+		t.Fatalf("alex dialled oscar %d times in 3 s after 5 connections", n)
+	}
 }

@@ -215,7 +215,7 @@ func (s *Service) watchLoop(ctx context.Context) {
 				// from every new connection and from p subscribing back.
 				continue
 			}
-			if err := s.Subscribe(ctx, p); err != nil {
+			if err := s.subscribeKicked(ctx, p); err != nil {
 				s.cfg.Logger.Debug("presence: subscribe", "peer", p, "err", err)
 			}
 		case <-tick.C:
@@ -224,6 +224,15 @@ func (s *Service) watchLoop(ctx context.Context) {
 		}
 		s.keepConns()
 	}
+}
+
+// subscribeKicked subscribes to p over the connection that kicked it, never
+// a new one. A peer that refuses our connections (it denied us) completes
+// the handshake on our side before closing: a dial would give us another
+// connection, hence another kick, and so on in a loop as fast as the
+// handshakes go.
+func (s *Service) subscribeKicked(ctx context.Context, p peer.ID) error {
+	return s.Subscribe(network.WithNoDial(ctx, "subscribe over the connection that kicked it"), p)
 }
 
 // watchAll resolves every contact whose subscription is missing or past
