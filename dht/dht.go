@@ -52,9 +52,13 @@ type Config struct {
 	Bootstrap []peer.AddrInfo
 	// Now is the validators' clock; nil means time.Now.
 	Now func() time.Time
-	// Refresh is how often the routing table is refreshed by lookups of
-	// random keys in each bucket: 0 is kad-dht's default (10 min), a
-	// negative value never (the node's own lookups keep its table fresh).
+	// Refresh is about how often the routing table is refreshed: 0 is
+	// DefaultRefresh, a negative value never (the node's own lookups keep
+	// its table fresh). A refresh looks up the node's own ID, and a random
+	// key in each bucket that no lookup touched for a whole period. The
+	// first refresh after the one at Bootstrap comes at a random point in
+	// the second half of the period, the next ones a period apart, each
+	// spread by up to a tenth.
 	Refresh time.Duration
 	// PinTable keeps the connections to the routing table's two farthest
 	// buckets open whatever the connection caps, as kad-dht does by itself
@@ -77,6 +81,7 @@ type DHT struct {
 	pm        *kadpb.ProtocolMessenger
 	count     *counters
 	onClosest func(key string, closest []peer.ID)
+	refresher *refresher // nil: never refreshed
 }
 
 // New builds the DHT on h. It starts serving at once if in server mode;
@@ -97,9 +102,11 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 		kaddht.DisableProviders(),
 	}
-	if cfg.Refresh < 0 {
-		opts = append(opts, kaddht.DisableAutoRefresh())
-	} else if cfg.Refresh > 0 {
+	// kad-dht's own refresh is off (see refresher). Its refresh manager
+	// still runs the refreshes asked for, and the period still decides
+	// which buckets a refresh skips as recently looked up in.
+	opts = append(opts, kaddht.DisableAutoRefresh())
+	if cfg.Refresh > 0 {
 		opts = append(opts, kaddht.RoutingTableRefreshPeriod(cfg.Refresh))
 	}
 	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now}}
@@ -114,5 +121,21 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
-	return &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count, onClosest: cfg.OnClosest}, nil
+	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count, onClosest: cfg.OnClosest}
+	if cfg.Refresh >= 0 {
+		period := cfg.Refresh
+		if period == 0 {
+			period = DefaultRefresh
+		}
+		p.refresher = startRefresher(period, func() { d.RefreshRoutingTable() })
+	}
+	return p, nil
+}
+
+// Close stops the refreshes, then kad-dht.
+func (p *DHT) Close() error {
+	if p.refresher != nil {
+		p.refresher.stop()
+	}
+	return p.IpfsDHT.Close()
 }
