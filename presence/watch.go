@@ -184,8 +184,8 @@ func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 	return nil
 }
 
-// Kick asks the watcher loop to subscribe to p now (it just connected, or
-// subscribed to us).
+// Kick asks the watcher loop to subscribe to p now, over the connection p
+// is on: p just identified itself on a new connection, or subscribed to us.
 func (s *Service) Kick(p peer.ID) {
 	if !s.policy.Load().Watches(p) {
 		return
