@@ -55,10 +55,10 @@ type Config struct {
 	// Refresh is about how often the routing table is refreshed: 0 is
 	// DefaultRefresh, a negative value never (the node's own lookups keep
 	// its table fresh). A refresh looks up the node's own ID, and a random
-	// key in each bucket that no lookup touched for a whole period. The
-	// first refresh after the one at Bootstrap comes at a random point in
-	// the second half of the period, the next ones a period apart, each
-	// spread by up to a tenth.
+	// key in each bucket no lookup touched for one and a half periods
+	// (bucketAge). The first refresh after the one at Bootstrap comes at a
+	// random point in the second half of the period, the next ones a
+	// period apart, each spread by up to a tenth.
 	Refresh time.Duration
 	// PinTable keeps the connections to the routing table's two farthest
 	// buckets open whatever the connection caps, as kad-dht does by itself
@@ -103,11 +103,15 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		kaddht.DisableProviders(),
 	}
 	// kad-dht's own refresh is off (see refresher). Its refresh manager
-	// still runs the refreshes asked for, and the period still decides
-	// which buckets a refresh skips as recently looked up in.
+	// still runs the refreshes asked for, and its period decides which
+	// buckets are due.
+	period := cfg.Refresh
+	if period == 0 {
+		period = DefaultRefresh
+	}
 	opts = append(opts, kaddht.DisableAutoRefresh())
-	if cfg.Refresh > 0 {
-		opts = append(opts, kaddht.RoutingTableRefreshPeriod(cfg.Refresh))
+	if period > 0 {
+		opts = append(opts, kaddht.RoutingTableRefreshPeriod(time.Duration(float64(period)*bucketAge)))
 	}
 	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now}}
 	values := dssync.MutexWrap(ds.NewMapDatastore())
@@ -122,11 +126,7 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
 	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count, onClosest: cfg.OnClosest}
-	if cfg.Refresh >= 0 {
-		period := cfg.Refresh
-		if period == 0 {
-			period = DefaultRefresh
-		}
+	if period > 0 {
 		p.refresher = startRefresher(period, func() { d.RefreshRoutingTable() })
 	}
 	return p, nil
