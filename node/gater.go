@@ -9,9 +9,11 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// gater refuses connections from peers the user denied or blocked, so that
-// to them dialing the user looks the same as dialing someone offline. The
-// user may still dial a denied peer (to write to it); never a blocked one.
+// gater refuses connections from peers the user denied or blocked: they get
+// no stream through. (It cannot make the node look offline to them: the
+// handshake names the dialer only after the node has answered; see
+// protocol §9.) The user may still dial a denied peer (to write to it);
+// never a blocked one.
 type gater struct {
 	refuses atomic.Pointer[func(peer.ID) bool] // inbound: denied or blocked
 	blocks  atomic.Pointer[func(peer.ID) bool] // both ways: blocked
