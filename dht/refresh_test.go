@@ -43,7 +43,8 @@ func TestRefreshSchedule(t *testing.T) {
 			t.Fatalf("a refresh at %v, after stop", last)
 		}
 	})
-	// Phases differ: 20 refreshers started at once fire at 20 instants.
+	// Phases differ: 20 refreshers started at once first fire at different
+	// instants (nearly all 20 of them).
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
 		var mu sync.Mutex
