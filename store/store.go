@@ -376,19 +376,24 @@ func (s *Store) History(p peer.ID, limit int) ([]*Message, error) {
 // read or neither; it is never shown yet left unread (which would withhold
 // its read receipt until the conversation is shown again).
 func (s *Store) Read(p peer.ID, kind int32) (ms []*Message, read [][]byte, err error) {
+	unread := func(m *Message) bool { return !m.Outgoing && m.Kind == kind && m.State == Received }
+	// Mostly there is nothing new to mark: a read-only look then does, and
+	// spares a write transaction (and its sync to disk) per showing.
+	some := false
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return eachMessage(tx, p, func(_ *bolt.Bucket, m *Message) error {
+			some = some || unread(m)
+			ms = append(ms, m)
+			return nil
+		})
+	})
+	if err != nil || !some {
+		return ms, nil, err
+	}
 	err = s.update(func(tx *bolt.Tx) error {
 		ms, read = ms[:0], read[:0] // update may run the function again
-		conv := tx.Bucket(bucketHistory).Bucket([]byte(p))
-		if conv == nil {
-			return nil
-		}
-		c := conv.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			m, err := readMessage(p, v, binary.BigEndian.Uint64(k))
-			if err != nil {
-				return err
-			}
-			if !m.Outgoing && m.Kind == kind && m.State == Received {
+		return eachMessage(tx, p, func(conv *bolt.Bucket, m *Message) error {
+			if unread(m) {
 				m.State = Read
 				if err := writeMessage(conv, m); err != nil {
 					return err
@@ -396,8 +401,28 @@ func (s *Store) Read(p peer.ID, kind int32) (ms []*Message, read [][]byte, err e
 				read = append(read, m.ID)
 			}
 			ms = append(ms, m)
-		}
-		return nil
+			return nil
+		})
 	})
 	return ms, read, err
+}
+
+// eachMessage calls fn with each message of the conversation with p,
+// oldest first, and the conversation's bucket.
+func eachMessage(tx *bolt.Tx, p peer.ID, fn func(conv *bolt.Bucket, m *Message) error) error {
+	conv := tx.Bucket(bucketHistory).Bucket([]byte(p))
+	if conv == nil {
+		return nil
+	}
+	c := conv.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		m, err := readMessage(p, v, binary.BigEndian.Uint64(k))
+		if err != nil {
+			return err
+		}
+		if err := fn(conv, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
