@@ -227,10 +227,11 @@ func (s *Service) watchLoop(ctx context.Context) {
 }
 
 // subscribeKicked subscribes to p over the connection that kicked it, never
-// a new one. A peer that refuses our connections (it denied us) completes
-// the handshake on our side before closing: a dial would give us another
-// connection, hence another kick, and so on in a loop as fast as the
-// handshakes go.
+// a new one: if that connection is gone, p left or refuses us (it denied
+// us, and closed the connection once the handshake named us), and a dial
+// would only repeat that. (A kick comes from an identified connection, so
+// such a refused one no longer kicks at all; this keeps the subscription
+// from looping back into a dial should that change.)
 func (s *Service) subscribeKicked(ctx context.Context, p peer.ID) error {
 	return s.Subscribe(network.WithNoDial(ctx, "subscribe over the connection that kicked it"), p)
 }
