@@ -68,7 +68,7 @@ type Config struct {
 	// user set, each with its keep-alives and ~3 goroutines.
 	PinTable bool
 	// OnClosest, when set, is told the peers each of this node's
-	// GetClosestPeers lookups found, nearest first: the node's own key is
+	// Closest lookups found, nearest first: the node's own key is
 	// looked up to store its presence record, and the same peers hold its
 	// inbox. It runs on the lookup's caller: keep it short.
 	OnClosest func(key string, closest []peer.ID)

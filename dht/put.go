@@ -39,7 +39,7 @@ func (p *DHT) Put(ctx context.Context, key string, value []byte) (accepted int, 
 	if err := p.putHere(ctx, key, rec); err != nil {
 		return 0, nil, err
 	}
-	peers, err := p.GetClosestPeers(ctx, key)
+	peers, err := p.Closest(ctx, key)
 	if err != nil {
 		return 0, nil, fmt.Errorf("dht: find peers for %q: %w", key, err)
 	}

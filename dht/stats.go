@@ -44,20 +44,10 @@ func (p *DHT) Stats() Stats {
 	}
 }
 
-// GetClosestPeers is kad-dht's, counted.
-func (p *DHT) GetClosestPeers(ctx context.Context, key string) ([]peer.ID, error) {
-	p.count.closest.Add(1)
-	ps, err := p.IpfsDHT.GetClosestPeers(ctx, key)
-	if err == nil && len(ps) > 0 && p.onClosest != nil {
-		p.onClosest(key, ps)
-	}
-	return ps, err
-}
-
 // ValueQuorum is how many answers carrying the record a value lookup waits
-// for, unless told otherwise. A record is stored at the 20 closest peers;
-// kad-dht's default (no quorum) walks on until every one of the closest
-// has answered, so one of them gone without a goodbye holds the lookup
+// for, unless told otherwise. A record is stored at the Neighbourhood
+// peers nearest its key; kad-dht's default (no quorum) walks on until every
+// one of the 20 nearest has answered, so one of them gone without a goodbye holds the lookup
 // until its dial times out. The best of four answers is the newest with
 // near certainty (the validator picks it, and kad-dht corrects the peers
 // that answered with an older one).

@@ -33,6 +33,9 @@ func NewClient(h host.Host, closest Closest, r int) *Client {
 	return &Client{host: h, closest: closest, r: r}
 }
 
+// R is how many replicas the client keeps a message with.
+func (c *Client) R() int { return c.r }
+
 // Replicas are the r peers closest to recipient's inbox key, leaving out
 // this node and the recipient (fewer in a smaller swarm).
 func (c *Client) Replicas(ctx context.Context, recipient peer.ID) ([]peer.ID, error) {

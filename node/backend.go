@@ -408,10 +408,12 @@ func (n *Node) Info(ctx context.Context) (api.NodeInfo, error) {
 func (n *Node) CollectInbox(ctx context.Context) (int, error) { return n.collect.Collect(ctx) }
 
 // InboxRoundTrip measures the floor under a collection: one lookup of this
-// node's replicas and one fetch round trip to the first of them.
+// node's replicas and one fetch round trip to the first of them. The
+// lookup is kad-dht's own GetClosestPeers, the plain libp2p baseline the
+// target is stated against, not Parley's walk (dht.Closest).
 func (n *Node) InboxRoundTrip(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
-	replicas, err := n.inboxes.Replicas(ctx, n.id.ID())
+	replicas, err := inbox.NewClient(n.host, n.dht.IpfsDHT.GetClosestPeers, n.inboxes.R()).Replicas(ctx, n.id.ID())
 	if err != nil {
 		return 0, err
 	}

@@ -165,7 +165,7 @@ func TestOfflineDeliveryWithReplicasLost(t *testing.T) {
 	s.stop("bob")
 	sent := texts50(t, alice, bobID, 20)
 	// Stop r−1 of bob's replicas (as alice's client sees them).
-	replicas, err := inbox.NewClient(alice.host, alice.dht.GetClosestPeers, 5).Replicas(ctx, bobID)
+	replicas, err := inbox.NewClient(alice.host, alice.dht.Closest, 5).Replicas(ctx, bobID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestReplicaLearnsNothing(t *testing.T) {
 	// Nobody but bob may list, fetch or delete bob's items: a replica
 	// answers a stranger about the stranger's own inbox, which is empty.
 	mallory := s.start("mallory")
-	c := inbox.NewClient(mallory.host, mallory.dht.GetClosestPeers, 5)
+	c := inbox.NewClient(mallory.host, mallory.dht.Closest, 5)
 	replicas, _ := c.Replicas(ctx, bobID)
 	var ids [][]byte
 	for _, r := range replicas {

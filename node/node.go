@@ -238,7 +238,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if ic.Replicas == 0 {
 		ic.Replicas = 5
 	}
-	closest := n.dht.GetClosestPeers
+	closest := n.dht.Closest
 	if n.replica, err = inbox.NewReplica(inbox.ReplicaConfig{
 		Host: n.host, Key: n.id.PrivKey(), Store: n.store, Closest: closest, Nearest: n.dht.Nearest,
 		Limits: ic.Limits, R: ic.Replicas, Sweep: ic.Sweep, Logger: n.log,

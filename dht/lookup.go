@@ -1,0 +1,253 @@
+package dht
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+)
+
+// Neighbourhood is how many peers nearest a key Closest finds: the peers a
+// presence record is stored at, and the pool a user's inbox replicas (r = 5,
+// leaving out the sender and the recipient) are taken from. kad-dht's own
+// lookup finds the 20 nearest; a record read with a quorum of 4 needs far
+// fewer holders, and every peer more costs each lookup a request and,
+// mostly, a new connection.
+const Neighbourhood = 8
+
+// The walk's shape. alpha requests in flight at once (kad-dht asks 10):
+// Closest serves background work (storing records, finding replicas),
+// where a few hundred milliseconds more matter less than the requests
+// and handshakes a wide front wastes on peers that turn out not to be
+// nearest. A peer that has not answered within askTimeout counts as gone.
+const (
+	alpha       = 3
+	seeds       = 20 // peers of the routing table a walk starts from
+	askTimeout  = 5 * time.Second
+	maxAsked    = 64 // requests one walk makes at most, whatever peers tell it
+	maxPerReply = 20 // peers taken from one answer (kad-dht's bucket size)
+	maxAddrs    = 8  // addresses taken for one peer
+)
+
+var errNoAnswer = errors.New("no peer near the key answered")
+
+// Closest finds the Neighbourhood peers nearest key that answer, nearest
+// first, with an iterative walk of the DHT: ask the nearest peers known,
+// learn nearer ones from their answers, until the Neighbourhood nearest
+// peers not found gone have all answered. It starts from this node's
+// routing table, which after a node's first lookups holds the
+// neighbourhood of its own key (its republishes then cost about one
+// request per neighbour).
+func (p *DHT) Closest(ctx context.Context, key string) ([]peer.ID, error) {
+	p.count.closest.Add(1)
+	target := kb.ConvertKey(key)
+	w := newWalk(target, Neighbourhood, p.Host().ID())
+	w.hear(p.RoutingTable().NearestPeers(target, seeds))
+	if w.empty() {
+		return nil, kb.ErrLookupFailure
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		from  peer.ID
+		peers []*peer.AddrInfo
+		err   error
+	}
+	answers := make(chan answer)
+	inflight := 0
+	for {
+		if ctx.Err() == nil {
+			for _, q := range w.next(alpha - inflight) {
+				inflight++
+				go func() {
+					actx, done := context.WithTimeout(ctx, askTimeout)
+					defer done()
+					ps, err := p.pm.GetClosestPeers(actx, q, peer.ID(key))
+					answers <- answer{q, ps, err}
+				}()
+			}
+		}
+		if inflight == 0 {
+			break
+		}
+		a := <-answers
+		inflight--
+		if a.err != nil {
+			w.failed(a.from)
+			if ctx.Err() == nil {
+				// Gone, or no longer a DHT server: kad-dht's own lookups
+				// drop such a peer from the table too.
+				p.RoutingTable().RemovePeer(a.from)
+			}
+			continue
+		}
+		// A peer that answered is a live DHT server: into the table, or
+		// marked as just heard from (as kad-dht's lookups do), so that the
+		// table's upkeep need not check it again.
+		if added, _ := p.RoutingTable().TryAddPeer(a.from, true, false); !added {
+			p.RoutingTable().UpdateLastSuccessfulOutboundQueryAt(a.from, time.Now())
+		}
+		w.answered(a.from, p.learn(a.peers))
+		if w.done() {
+			cancel() // the farther peers still asked are not needed
+		}
+	}
+	if err := context.Cause(ctx); err != nil && !w.done() {
+		return nil, err
+	}
+	closest := w.result()
+	if len(closest) == 0 {
+		return nil, errNoAnswer
+	}
+	// A walk near target refreshes that bucket as well as kad-dht's
+	// refresh would (see refresher).
+	p.RoutingTable().ResetCplRefreshedAtForID(target, time.Now())
+	if len(closest) > 0 && p.onClosest != nil {
+		p.onClosest(key, closest)
+	}
+	return closest, nil
+}
+
+// learn keeps the addresses an answer gave for peers this node is not
+// connected to (it has better ones for those it is), for a short while,
+// as kad-dht does, and returns the peers in it, bounded.
+func (p *DHT) learn(infos []*peer.AddrInfo) []peer.ID {
+	if len(infos) > maxPerReply {
+		infos = infos[:maxPerReply]
+	}
+	h := p.Host()
+	ids := make([]peer.ID, 0, len(infos))
+	for _, ai := range infos {
+		if ai == nil || ai.ID == "" || ai.ID == h.ID() {
+			continue
+		}
+		ids = append(ids, ai.ID)
+		if h.Network().Connectedness(ai.ID) != network.Connected && len(ai.Addrs) > 0 {
+			h.Peerstore().AddAddrs(ai.ID, ai.Addrs[:min(len(ai.Addrs), maxAddrs)], peerstore.TempAddrTTL)
+		}
+	}
+	return ids
+}
+
+// A walk is one lookup's state, with no I/O: the peers heard of, nearest
+// the target first, and what became of each.
+type walk struct {
+	target kb.ID
+	want   int
+	self   peer.ID
+	peers  []walkPeer // nearest the target first
+	asked  int
+}
+
+type walkPeer struct {
+	id    peer.ID
+	dist  []byte // XOR distance to the target
+	state walkState
+}
+
+type walkState uint8
+
+const (
+	heard walkState = iota
+	waiting
+	answered
+	gone
+)
+
+func newWalk(target kb.ID, want int, self peer.ID) *walk {
+	return &walk{target: target, want: want, self: self}
+}
+
+func (w *walk) empty() bool { return len(w.peers) == 0 }
+
+// hear adds peers not yet known, in their place by distance.
+func (w *walk) hear(ids []peer.ID) {
+	for _, id := range ids {
+		if id == w.self || w.find(id) >= 0 {
+			continue
+		}
+		d := xor(w.target, kb.ConvertPeerID(id))
+		i, _ := slices.BinarySearchFunc(w.peers, d, func(p walkPeer, d []byte) int { return bytes.Compare(p.dist, d) })
+		w.peers = slices.Insert(w.peers, i, walkPeer{id: id, dist: d})
+	}
+}
+
+func (w *walk) find(id peer.ID) int {
+	return slices.IndexFunc(w.peers, func(p walkPeer) bool { return p.id == id })
+}
+
+func (w *walk) set(id peer.ID, s walkState) {
+	if i := w.find(id); i >= 0 {
+		w.peers[i].state = s
+	}
+}
+
+// next marks and returns up to n peers to ask now: those only heard of
+// among the want nearest peers not gone. A peer farther out is never
+// asked: it could only name peers the nearer ones know better.
+func (w *walk) next(n int) []peer.ID {
+	var out []peer.ID
+	for i, seen := 0, 0; i < len(w.peers) && seen < w.want && len(out) < n && w.asked < maxAsked; i++ {
+		p := &w.peers[i]
+		if p.state == gone {
+			continue
+		}
+		seen++
+		if p.state == heard {
+			p.state = waiting
+			w.asked++
+			out = append(out, p.id)
+		}
+	}
+	return out
+}
+
+func (w *walk) answered(from peer.ID, nearer []peer.ID) {
+	w.set(from, answered)
+	w.hear(nearer)
+}
+
+func (w *walk) failed(from peer.ID) { w.set(from, gone) }
+
+// done says whether the want nearest peers not gone have all answered.
+// (With fewer peers than that in the swarm, it is when all have.)
+func (w *walk) done() bool {
+	seen := 0
+	for _, p := range w.peers {
+		if p.state == gone {
+			continue
+		}
+		if p.state != answered {
+			return false
+		}
+		if seen++; seen == w.want {
+			break
+		}
+	}
+	return true
+}
+
+// result is the nearest peers that answered, up to want.
+func (w *walk) result() []peer.ID {
+	var out []peer.ID
+	for _, p := range w.peers {
+		if p.state == answered && len(out) < w.want {
+			out = append(out, p.id)
+		}
+	}
+	return out
+}
+
+func xor(a, b kb.ID) []byte {
+	d := make([]byte, len(a))
+	for i := range a {
+		d[i] = a[i] ^ b[i]
+	}
+	return d
+}

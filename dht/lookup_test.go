@@ -1,0 +1,265 @@
+package dht
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	mrand "math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func randomIDs(t testing.TB, n int) []peer.ID {
+	t.Helper()
+	ids := make([]peer.ID, n)
+	for i := range ids {
+		_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids[i], err = peer.IDFromPublicKey(pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
+}
+
+// nearest is the n of ids nearest target, by XOR distance.
+func nearest(target kb.ID, ids []peer.ID, n int) []peer.ID {
+	s := slices.Clone(ids)
+	slices.SortFunc(s, func(a, b peer.ID) int {
+		return bytes.Compare(xor(target, kb.ConvertPeerID(a)), xor(target, kb.ConvertPeerID(b)))
+	})
+	return s[:min(n, len(s))]
+}
+
+// kademlia is a model swarm: each peer's routing table holds up to 20
+// peers of every bucket (by common prefix length with it), and a peer asked
+// for a target answers with the 20 of its table nearest that target.
+type kademlia struct {
+	table map[peer.ID][]peer.ID
+	gone  map[peer.ID]bool
+}
+
+func newKademlia(ids []peer.ID, r *mrand.Rand) *kademlia {
+	k := &kademlia{table: map[peer.ID][]peer.ID{}, gone: map[peer.ID]bool{}}
+	for _, p := range ids {
+		buckets := map[int]int{}
+		for _, i := range r.Perm(len(ids)) {
+			q := ids[i]
+			if q == p {
+				continue
+			}
+			b := kb.CommonPrefixLen(kb.ConvertPeerID(p), kb.ConvertPeerID(q))
+			if buckets[b] < 20 {
+				buckets[b]++
+				k.table[p] = append(k.table[p], q)
+			}
+		}
+	}
+	return k
+}
+
+// run walks to target from the given seeds, answering each request at once,
+// and returns the result and the number of requests made.
+func (k *kademlia) run(target kb.ID, seeds []peer.ID, answer func(q peer.ID) []peer.ID) ([]peer.ID, int) {
+	w := newWalk(target, Neighbourhood, "")
+	w.hear(seeds)
+	asked := 0
+	for {
+		qs := w.next(alpha)
+		if len(qs) == 0 {
+			break
+		}
+		for _, q := range qs {
+			asked++
+			if k.gone[q] {
+				w.failed(q)
+			} else {
+				w.answered(q, answer(q))
+			}
+		}
+	}
+	if !w.done() {
+		return nil, asked
+	}
+	return w.result(), asked
+}
+
+// TestWalkFindsNeighbourhood: in a model swarm of 300 peers, a tenth of them
+// gone without a word, a walk from a few far peers finds exactly the
+// Neighbourhood peers nearest each target that are still up, with a bounded
+// number of requests.
+func TestWalkFindsNeighbourhood(t *testing.T) {
+	r := mrand.New(mrand.NewPCG(1, 2))
+	ids := randomIDs(t, 300)
+	k := newKademlia(ids, r)
+	var up []peer.ID
+	for _, p := range ids {
+		if r.IntN(10) == 0 {
+			k.gone[p] = true
+		} else {
+			up = append(up, p)
+		}
+	}
+	total := 0
+	const targets = 50
+	for i := range targets {
+		target := kb.ConvertKey(fmt.Sprint("/presence/", i))
+		var seeds []peer.ID
+		for len(seeds) < 5 {
+			seeds = append(seeds, ids[r.IntN(len(ids))])
+		}
+		got, asked := k.run(target, seeds, func(q peer.ID) []peer.ID { return nearest(target, k.table[q], 20) })
+		if want := nearest(target, up, Neighbourhood); !slices.Equal(got, want) {
+			t.Fatalf("target %d: found %v, want %v", i, got, want)
+		}
+		total += asked
+	}
+	// Each target's neighbourhood is asked once; reaching it takes a few
+	// requests more. kad-dht's lookup makes about 27 for 20 peers.
+	if avg := float64(total) / targets; avg > 2*Neighbourhood {
+		t.Errorf("%.1f requests per walk, want at most %d", avg, 2*Neighbourhood)
+	} else {
+		t.Logf("%.1f requests per walk", avg)
+	}
+}
+
+// TestWalkSmallSwarm: with fewer peers than a neighbourhood, the walk ends
+// once every peer up has answered, and finds them all.
+func TestWalkSmallSwarm(t *testing.T) {
+	ids := randomIDs(t, 5)
+	k := newKademlia(ids, mrand.New(mrand.NewPCG(3, 4)))
+	k.gone[ids[4]] = true
+	target := kb.ConvertKey("/presence/x")
+	got, _ := k.run(target, ids[:1], func(q peer.ID) []peer.ID { return k.table[q] })
+	if want := nearest(target, ids[:4], Neighbourhood); !slices.Equal(got, want) {
+		t.Fatalf("found %v, want %v", got, want)
+	}
+}
+
+// TestWalkBounded: peers that answer every request with new, ever nearer
+// peers (made up to hold the walk) get no more than maxAsked requests
+// from it.
+func TestWalkBounded(t *testing.T) {
+	target := kb.ConvertKey("/presence/x")
+	pool := randomIDs(t, 2000)
+	slices.SortFunc(pool, func(a, b peer.ID) int {
+		return -bytes.Compare(xor(target, kb.ConvertPeerID(a)), xor(target, kb.ConvertPeerID(b)))
+	})
+	next := 1 // pool is farthest first: each answer names the next 20, nearer
+	k := &kademlia{gone: map[peer.ID]bool{}}
+	_, asked := k.run(target, pool[:1], func(peer.ID) []peer.ID {
+		out := pool[next:min(next+20, len(pool))]
+		next += 20
+		return out
+	})
+	if asked > maxAsked {
+		t.Fatalf("%d requests, want at most %d", asked, maxAsked)
+	}
+}
+
+// TestClosest: over real hosts, a client that knows two servers finds the
+// Neighbourhood servers nearest a key; servers that went away are left out
+// of the answer and of its routing table.
+func TestClosest(t *testing.T) {
+	const n = 20
+	servers := make([]host.Host, n)
+	dhts := make([]*DHT, n)
+	for i := range servers {
+		servers[i] = newHost(t)
+		d, err := New(servers[i], Config{Mode: Server, Refresh: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		dhts[i] = d
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Every server knows every other: a full mesh of connections.
+	for i, h := range servers {
+		for _, o := range servers[i+1:] {
+			if err := h.Connect(ctx, peer.AddrInfo{ID: o.ID(), Addrs: o.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, d := range dhts {
+		for d.RoutingTable().Size() < n-1 {
+			if ctx.Err() != nil {
+				t.Fatalf("a routing table holds %d of %d servers", d.RoutingTable().Size(), n-1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	client := newHost(t)
+	cd, err := New(client, Config{Mode: Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.Close()
+	for _, s := range servers[:2] {
+		if err := client.Connect(ctx, peer.AddrInfo{ID: s.ID(), Addrs: s.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for cd.RoutingTable().Size() < 2 {
+		if ctx.Err() != nil {
+			t.Fatal("the client's routing table never held its two servers")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ids := make([]peer.ID, n)
+	for i, h := range servers {
+		ids[i] = h.ID()
+	}
+	key := "/presence/somebody"
+	target := kb.ConvertKey(key)
+	got, err := cd.Closest(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := nearest(target, ids, Neighbourhood); !slices.Equal(got, want) {
+		t.Fatalf("found %v, want %v", got, want)
+	}
+	// Two of the nearest go away; the client still holds their addresses,
+	// and has them in its routing table (it met them in the walk).
+	for cd.RoutingTable().Find(got[0]) == "" || cd.RoutingTable().Find(got[1]) == "" {
+		if ctx.Err() != nil {
+			t.Fatal("the nearest servers never entered the client's routing table")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var left []peer.ID
+	for i, h := range servers {
+		if h.ID() == got[0] || h.ID() == got[1] {
+			dhts[i].Close()
+			h.Close()
+			continue
+		}
+		left = append(left, h.ID())
+	}
+	got2, err := cd.Closest(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := nearest(target, left, Neighbourhood); !slices.Equal(got2, want) {
+		t.Fatalf("with two gone found %v, want %v", got2, want)
+	}
+	for _, p := range got[:2] {
+		if cd.RoutingTable().Find(p) != "" {
+			t.Errorf("%s went away but is still in the routing table", p)
+		}
+	}
+	if s := cd.Stats(); s.Closest != 2 {
+		t.Errorf("counted %d lookups, want 2", s.Closest)
+	}
+}
