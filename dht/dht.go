@@ -5,7 +5,9 @@
 package dht
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -54,11 +56,11 @@ type Config struct {
 	Now func() time.Time
 	// Refresh is about how often the routing table is refreshed: 0 is
 	// DefaultRefresh, a negative value never (the node's own lookups keep
-	// its table fresh). A refresh looks up the node's own ID, and a random
-	// key in each bucket no lookup touched for one and a half periods
-	// (bucketAge). The first refresh after the one at Bootstrap comes at a
-	// random point in the second half of the period, the next ones a
-	// period apart, each spread by up to a tenth.
+	// its table fresh). A refresh walks to the node's own ID, and to a
+	// random ID in each bucket no walk touched for one and a half periods
+	// (bucketAge). Bootstrap refreshes every bucket; the first refresh
+	// after it comes at a random point in the second half of the period,
+	// the next ones a period apart, each spread by up to a tenth.
 	Refresh time.Duration
 	// PinTable keeps the connections to the routing table's two farthest
 	// buckets open whatever the connection caps, as kad-dht does by itself
@@ -81,7 +83,13 @@ type DHT struct {
 	pm        *kadpb.ProtocolMessenger
 	count     *counters
 	onClosest func(key string, closest []peer.ID)
+	period    time.Duration
 	refresher *refresher // nil: never refreshed
+	// ctx ends with Close: the refreshes' walks run under it, and bg
+	// holds the one Bootstrap started.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
 }
 
 // New builds the DHT on h. It starts serving at once if in server mode;
@@ -102,9 +110,9 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 		kaddht.DisableProviders(),
 	}
-	// kad-dht's own refresh is off (see refresher). Its refresh manager
-	// still runs the refreshes asked for, and its period decides which
-	// buckets are due.
+	// kad-dht's own refresh is off (see refresher); it refreshes only when
+	// its table is nearly empty. Its period sets how long a peer it has
+	// not heard from stays useful in the table.
 	period := cfg.Refresh
 	if period == 0 {
 		period = DefaultRefresh
@@ -125,17 +133,37 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
-	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count, onClosest: cfg.OnClosest}
+	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count,
+		onClosest: cfg.OnClosest, period: period}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if period > 0 {
-		p.refresher = startRefresher(period, func() { d.RefreshRoutingTable() })
+		p.refresher = startRefresher(period, func() { p.refresh(false) })
 	}
 	return p, nil
 }
 
-// Close stops the refreshes, then kad-dht.
+// Bootstrap fills a server's routing table as it joins: every bucket is
+// refreshed, in the background, by Parley's walks (kad-dht's Bootstrap
+// would do it with its own lookups). A DHT that never refreshes does
+// nothing: its own lookups fill its table.
+func (p *DHT) Bootstrap(context.Context) error {
+	if p.refresher == nil {
+		return nil
+	}
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		p.refresh(true)
+	}()
+	return nil
+}
+
+// Close ends the refreshes and their walks, then kad-dht.
 func (p *DHT) Close() error {
+	p.cancel()
 	if p.refresher != nil {
 		p.refresher.stop()
 	}
+	p.bg.Wait()
 	return p.IpfsDHT.Close()
 }

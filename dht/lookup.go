@@ -46,6 +46,16 @@ var errNoAnswer = errors.New("no peer near the key answered")
 // request per neighbour).
 func (p *DHT) Closest(ctx context.Context, key string) ([]peer.ID, error) {
 	p.count.closest.Add(1)
+	closest, err := p.walkTo(ctx, key)
+	if err == nil && p.onClosest != nil {
+		p.onClosest(key, closest)
+	}
+	return closest, err
+}
+
+// walkTo is Closest's walk, neither counted nor reported (the routing
+// table's refresh uses it too).
+func (p *DHT) walkTo(ctx context.Context, key string) ([]peer.ID, error) {
 	target := kb.ConvertKey(key)
 	w := newWalk(target, Neighbourhood, p.Host().ID())
 	w.hear(p.RoutingTable().NearestPeers(target, seeds))
@@ -108,9 +118,6 @@ func (p *DHT) Closest(ctx context.Context, key string) ([]peer.ID, error) {
 	// A walk near target refreshes that bucket as well as kad-dht's
 	// refresh would (see refresher).
 	p.RoutingTable().ResetCplRefreshedAtForID(target, time.Now())
-	if len(closest) > 0 && p.onClosest != nil {
-		p.onClosest(key, closest)
-	}
 	return closest, nil
 }
 

@@ -171,35 +171,9 @@ func TestWalkBounded(t *testing.T) {
 // of the answer and of its routing table.
 func TestClosest(t *testing.T) {
 	const n = 20
-	servers := make([]host.Host, n)
-	dhts := make([]*DHT, n)
-	for i := range servers {
-		servers[i] = newHost(t)
-		d, err := New(servers[i], Config{Mode: Server, Refresh: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		dhts[i] = d
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// Every server knows every other: a full mesh of connections.
-	for i, h := range servers {
-		for _, o := range servers[i+1:] {
-			if err := h.Connect(ctx, peer.AddrInfo{ID: o.ID(), Addrs: o.Addrs()}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, d := range dhts {
-		for d.RoutingTable().Size() < n-1 {
-			if ctx.Err() != nil {
-				t.Fatalf("a routing table holds %d of %d servers", d.RoutingTable().Size(), n-1)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	servers, dhts := meshServers(ctx, t, n)
 	client := newHost(t)
 	cd, err := New(client, Config{Mode: Client})
 	if err != nil {
@@ -261,5 +235,94 @@ func TestClosest(t *testing.T) {
 	}
 	if s := cd.Stats(); s.Closest != 2 {
 		t.Errorf("counted %d lookups, want 2", s.Closest)
+	}
+}
+
+// meshServers starts n DHT servers that never refresh, each connected to
+// every other, and waits until every routing table holds all the others.
+func meshServers(ctx context.Context, t *testing.T, n int) ([]host.Host, []*DHT) {
+	t.Helper()
+	servers := make([]host.Host, n)
+	dhts := make([]*DHT, n)
+	for i := range servers {
+		servers[i] = newHost(t)
+		d, err := New(servers[i], Config{Mode: Server, Refresh: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		dhts[i] = d
+	}
+	for i, h := range servers {
+		for _, o := range servers[i+1:] {
+			if err := h.Connect(ctx, peer.AddrInfo{ID: o.ID(), Addrs: o.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, d := range dhts {
+		for d.RoutingTable().Size() < n-1 {
+			if ctx.Err() != nil {
+				t.Fatalf("a routing table holds %d of %d servers", d.RoutingTable().Size(), n-1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return servers, dhts
+}
+
+// TestBootstrapRefresh: a server that joins through one peer and
+// bootstraps walks its way to its neighbourhood: its routing table then
+// holds the servers nearest it, and theirs hold it.
+func TestBootstrapRefresh(t *testing.T) {
+	const n = 20
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	servers, dhts := meshServers(ctx, t, n)
+	h := newHost(t)
+	d, err := New(h, Config{Mode: Server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// Join through the server farthest from the newcomer, so that nothing
+	// near it is known at first.
+	ids := make([]peer.ID, n)
+	for i, s := range servers {
+		ids[i] = s.ID()
+	}
+	far := slices.Index(ids, nearest(kb.ConvertPeerID(h.ID()), ids, n)[n-1])
+	if err := h.Connect(ctx, peer.AddrInfo{ID: ids[far], Addrs: servers[far].Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	for d.RoutingTable().Size() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the bootstrap peer never entered the routing table")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := d.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	near := nearest(kb.ConvertPeerID(h.ID()), ids, Neighbourhood)
+	for _, p := range near {
+		for d.RoutingTable().Find(p) == "" {
+			if ctx.Err() != nil {
+				t.Fatalf("after the refresh the routing table holds %d peers, not %s, one of the %d nearest",
+					d.RoutingTable().Size(), p, Neighbourhood)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i, s := range servers {
+		if !slices.Contains(near, s.ID()) {
+			continue
+		}
+		for dhts[i].RoutingTable().Find(h.ID()) == "" {
+			if ctx.Err() != nil {
+				t.Fatalf("%s, near the newcomer, never added it to its routing table", s.ID())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }

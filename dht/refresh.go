@@ -11,13 +11,41 @@ import (
 // kad-dht's own ticker does.
 const DefaultRefresh = 10 * time.Minute
 
-// A refresh looks up the node's own ID, and a random key in each bucket
-// that is due: that no lookup touched for bucketAge periods. That is every
+// A refresh walks to the node's own ID, and to a random ID in each bucket
+// that is due: that no walk touched for bucketAge periods. That is every
 // other refresh, as with kad-dht's own ticker: there, the bucket a refresh
 // looked up is a moment short of a period old at the next tick, so it
 // waits for the one after. Spelled out here, that no longer depends on
 // the moment a lookup ends.
 const bucketAge = 3.0 / 2
+
+// refresh brings the routing table up to date with Parley's walk (see
+// Closest) rather than kad-dht's lookups: the walk to the node's own ID
+// keeps its neighbourhood (and makes the node known there), and a walk to
+// a random ID in each due bucket (every bucket when all is set, as the
+// node joins) finds that bucket's live peers. Peers a walk finds gone
+// leave the table. Past the first bucket that stays empty, only a few
+// more are tried (as kad-dht does): they are emptier still.
+func (p *DHT) refresh(all bool) {
+	rt := p.RoutingTable()
+	_, _ = p.walkTo(p.ctx, string(p.Host().ID()))
+	due := time.Duration(float64(p.period) * bucketAge)
+	cpls := rt.GetTrackedCplsForRefresh()
+	last := len(cpls) - 1
+	for cpl := 0; cpl <= last && p.ctx.Err() == nil; cpl++ {
+		if !all && time.Since(cpls[cpl]) < due {
+			continue
+		}
+		id, err := rt.GenRandPeerID(uint(cpl))
+		if err != nil {
+			continue
+		}
+		_, _ = p.walkTo(p.ctx, string(id))
+		if rt.NPeersForCpl(uint(cpl)) == 0 {
+			last = min(last, 2*(cpl+1))
+		}
+	}
+}
 
 // refresher refreshes the routing table on a timer of our own instead of
 // kad-dht's. kad-dht's ticks every period from the moment the DHT was
@@ -26,16 +54,25 @@ const bucketAge = 3.0 / 2
 // their lookups come in waves. Ours starts at a random phase and spreads
 // every period. It holds no goroutine between refreshes.
 type refresher struct {
-	mu     sync.Mutex
-	timer  *time.Timer
-	closed bool
+	mu      sync.Mutex
+	timer   *time.Timer
+	closed  bool
+	running sync.WaitGroup
 }
 
 func startRefresher(period time.Duration, refresh func()) *refresher {
 	r := &refresher{}
 	var fire func()
 	fire = func() {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return
+		}
+		r.running.Add(1)
+		r.mu.Unlock()
 		refresh()
+		r.running.Done()
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if !r.closed {
@@ -48,9 +85,12 @@ func startRefresher(period time.Duration, refresh func()) *refresher {
 	return r
 }
 
+// stop ends the schedule and waits for a refresh under way (end its walks
+// first: see DHT.Close).
 func (r *refresher) stop() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.closed = true
 	r.timer.Stop()
+	r.mu.Unlock()
+	r.running.Wait()
 }
