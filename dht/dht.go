@@ -79,7 +79,8 @@ type Config struct {
 // DHT is kad-dht plus Parley's counting put (see Put).
 type DHT struct {
 	*kaddht.IpfsDHT
-	local     *records.ValueStore // the same records kad-dht serves, for our own puts
+	local     *records.ValueStore // the same records kad-dht serves, for our own puts and gets
+	validator record.Validator
 	pm        *kadpb.ProtocolMessenger
 	count     *counters
 	onClosest func(key string, closest []peer.ID)
@@ -133,7 +134,7 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
-	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), pm: pm, count: count,
+	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), validator: nv, pm: pm, count: count,
 		onClosest: cfg.OnClosest, period: period}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if period > 0 {

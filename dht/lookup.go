@@ -7,10 +7,13 @@ import (
 	"slices"
 	"time"
 
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	kb "github.com/libp2p/go-libp2p-kbucket"
+	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/routing"
 )
 
 // Neighbourhood is how many peers nearest a key Closest finds: the peers a
@@ -53,33 +56,103 @@ func (p *DHT) Closest(ctx context.Context, key string) ([]peer.ID, error) {
 	return closest, err
 }
 
+// ValueQuorum is how many peers must answer with the record before a
+// value lookup ends. The record is held by the Neighbourhood peers nearest
+// its key; waiting for every one of them would let one gone without a
+// goodbye hold the lookup for askTimeout. The best of four answers is the
+// newest with near certainty (the validator picks it), and a holder left
+// with an older record gets the newest at the publisher's next republish.
+const ValueQuorum = 4
+
+// valueAlpha is a value lookup's requests in flight: one more than the
+// quorum, so that the nearest peers known, when they hold the record,
+// answer it in one round trip even if one of them does not. A resolve is
+// waited on by the user, not background work like Closest.
+const valueAlpha = ValueQuorum + 1
+
+// GetValue finds key's record with a walk like Closest's that asks each
+// peer for the record (GET_VALUE), and ends once ValueQuorum answers
+// carried a valid one (a server's own copy counts as one), or the
+// neighbourhood has all answered. It returns the best record found (the
+// validator's choice), or routing.ErrNotFound.
+func (p *DHT) GetValue(ctx context.Context, key string) ([]byte, error) {
+	p.count.value.Add(1)
+	var values [][]byte
+	if p.Mode() == kaddht.ModeServer {
+		if rec, err := p.local.Get(ctx, key); err == nil && rec != nil && p.validator.Validate(key, rec.GetValue()) == nil {
+			values = append(values, rec.GetValue())
+		}
+	}
+	getValue := func(ctx context.Context, q peer.ID) ([]*peer.AddrInfo, *recpb.Record, error) {
+		rec, ps, err := p.pm.GetValue(ctx, q, key)
+		return ps, rec, err
+	}
+	got := func(rec *recpb.Record) bool {
+		if p.validator.Validate(key, rec.GetValue()) == nil {
+			values = append(values, rec.GetValue())
+		}
+		return len(values) >= ValueQuorum
+	}
+	if len(values) < ValueQuorum {
+		if _, err := p.walkWith(ctx, key, valueAlpha, getValue, got); err != nil && len(values) == 0 {
+			return nil, err
+		}
+	}
+	if len(values) == 0 {
+		return nil, routing.ErrNotFound
+	}
+	i, err := p.validator.Select(key, values)
+	if err != nil {
+		return nil, err
+	}
+	return values[i], nil
+}
+
 // walkTo is Closest's walk, neither counted nor reported (the routing
 // table's refresh uses it too).
 func (p *DHT) walkTo(ctx context.Context, key string) ([]peer.ID, error) {
+	findNode := func(ctx context.Context, q peer.ID) ([]*peer.AddrInfo, *recpb.Record, error) {
+		ps, err := p.pm.GetClosestPeers(ctx, q, peer.ID(key))
+		return ps, nil, err
+	}
+	return p.walkWith(ctx, key, alpha, findNode, nil)
+}
+
+// asker sends one request of a walk to q: the peers nearer the key it
+// names, and the record it holds, if the request asks for one.
+type asker func(ctx context.Context, q peer.ID) ([]*peer.AddrInfo, *recpb.Record, error)
+
+// walkWith runs a walk to key with n requests in flight at most, each made
+// by ask. got, when set, is given each record an answer carried; the walk
+// stops early when it says so.
+func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got func(*recpb.Record) (stop bool)) ([]peer.ID, error) {
 	target := kb.ConvertKey(key)
 	w := newWalk(target, Neighbourhood, p.Host().ID())
 	w.hear(p.RoutingTable().NearestPeers(target, seeds))
 	if w.empty() {
 		return nil, kb.ErrLookupFailure
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type answer struct {
 		from  peer.ID
 		peers []*peer.AddrInfo
+		rec   *recpb.Record
 		err   error
 	}
 	answers := make(chan answer)
 	inflight := 0
+	finished := false // done, or stopped by got: the farther peers still asked are not needed
 	for {
-		if ctx.Err() == nil {
-			for _, q := range w.next(alpha - inflight) {
+		if !finished && ctx.Err() == nil {
+			for _, q := range w.next(n - inflight) {
 				inflight++
 				go func() {
 					actx, done := context.WithTimeout(ctx, askTimeout)
 					defer done()
-					ps, err := p.pm.GetClosestPeers(actx, q, peer.ID(key))
-					answers <- answer{q, ps, err}
+					ps, rec, err := ask(actx, q)
+					answers <- answer{q, ps, rec, err}
 				}()
 			}
 		}
@@ -104,12 +177,16 @@ func (p *DHT) walkTo(ctx context.Context, key string) ([]peer.ID, error) {
 			p.RoutingTable().UpdateLastSuccessfulOutboundQueryAt(a.from, time.Now())
 		}
 		w.answered(a.from, p.learn(a.peers))
-		if w.done() {
-			cancel() // the farther peers still asked are not needed
+		stop := a.rec != nil && got != nil && got(a.rec)
+		if !finished && (stop || w.done()) {
+			finished = true
+			cancel()
 		}
 	}
-	if err := context.Cause(ctx); err != nil && !w.done() {
-		return nil, err
+	if !finished {
+		if err := parent.Err(); err != nil {
+			return nil, err
+		}
 	}
 	closest := w.result()
 	if len(closest) == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"slices"
@@ -14,6 +15,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-p2p/parley/internal/pb"
+	"github.com/parley-p2p/parley/presence"
 )
 
 func randomIDs(t testing.TB, n int) []peer.ID {
@@ -324,5 +330,97 @@ func TestBootstrapRefresh(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// signedRecord is a valid presence record of a new identity with the given
+// seq, and its key.
+func signedRecord(t *testing.T, priv crypto.PrivKey, seq uint64) (string, []byte) {
+	t.Helper()
+	id, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &pb.PresenceRecord{PeerId: []byte(id), Seq: seq, ExpiresAt: time.Now().Add(time.Hour).UnixMilli()}
+	if err := presence.SetBody(rec, &pb.PresenceBody{Status: pb.Status_ONLINE}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := presence.Sign(rec, priv); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := proto.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return presence.Key(id), raw
+}
+
+// TestGetValue: a client's value walk finds the newest record stored at a
+// key's neighbourhood, also when only two peers hold it (the walk then
+// asks the whole neighbourhood), and says not found for a key nobody
+// stored.
+func TestGetValue(t *testing.T) {
+	const n = 20
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	servers, dhts := meshServers(ctx, t, n)
+	client := newHost(t)
+	cd, err := New(client, Config{Mode: Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.Close()
+	for _, s := range servers[:2] {
+		if err := client.Connect(ctx, peer.AddrInfo{ID: s.ID(), Addrs: s.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for cd.RoutingTable().Size() < 2 {
+		if ctx.Err() != nil {
+			t.Fatal("the client's routing table never held its two servers")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 2; seq++ {
+		key, raw := signedRecord(t, priv, seq)
+		if accepted, asked, err := dhts[5].Put(ctx, key, raw); err != nil || accepted < len(asked) || len(asked) != Neighbourhood {
+			t.Fatalf("put seq %d: %d of %d accepted (%v)", seq, accepted, len(asked), err)
+		}
+		got, err := cd.GetValue(ctx, key)
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("seq %d: got %x (%v), want the record just stored", seq, got, err)
+		}
+	}
+	// Held by two peers only, both near the key: fewer than the quorum.
+	other, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, raw := signedRecord(t, other, 1)
+	ids := make([]peer.ID, n)
+	for i, h := range servers {
+		ids[i] = h.ID()
+	}
+	holders := nearest(kb.ConvertKey(key), ids, Neighbourhood)[2:4]
+	if got := dhts[0].PutTo(ctx, key, raw, holders); got != 2 {
+		t.Fatalf("%d of 2 holders took the record", got)
+	}
+	if got, err := cd.GetValue(ctx, key); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("a record held by two: got %x (%v)", got, err)
+	}
+	nobody, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ = signedRecord(t, nobody, 1)
+	if _, err := cd.GetValue(ctx, key); !errors.Is(err, routing.ErrNotFound) {
+		t.Fatalf("a key nobody stored: %v, want not found", err)
+	}
+	if s := cd.Stats(); s.Value != 4 || s.Closest != 0 {
+		t.Errorf("counted %d value lookups and %d others, want 4 and 0", s.Value, s.Closest)
 	}
 }

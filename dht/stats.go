@@ -5,12 +5,10 @@ import (
 	"context"
 	"sync/atomic"
 
-	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	kadpb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/routing"
 )
 
 // Stats counts a node's DHT work since it started: the lookups Parley
@@ -42,28 +40,6 @@ func (p *DHT) Stats() Stats {
 		Closest: p.count.closest.Load(), Value: p.count.value.Load(),
 		Peer: p.count.peer.Load(), Served: p.count.served.Load(), ServedRouting: p.count.servedRouting.Load(),
 	}
-}
-
-// ValueQuorum is how many answers carrying the record a value lookup waits
-// for, unless told otherwise. A record is stored at the Neighbourhood
-// peers nearest its key; kad-dht's default (no quorum) walks on until every
-// one of the 20 nearest has answered, so one of them gone without a goodbye holds the lookup
-// until its dial times out. The best of four answers is the newest with
-// near certainty (the validator picks it, and kad-dht corrects the peers
-// that answered with an older one).
-const ValueQuorum = 4
-
-// GetValue is kad-dht's, counted, with ValueQuorum by default.
-func (p *DHT) GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error) {
-	p.count.value.Add(1)
-	if len(opts) == 0 {
-		opts = []routing.Option{kaddht.Quorum(ValueQuorum)}
-	}
-	// Once the quorum is met kad-dht stops reading answers, and a query
-	// goroutine holding one more waits for the context to end: end it.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	return p.IpfsDHT.GetValue(ctx, key, opts...)
 }
 
 // FindPeer is kad-dht's, counted when it walks the DHT (an address kad-dht

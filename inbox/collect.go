@@ -31,9 +31,13 @@ type CollectorConfig struct {
 	// Accept, when set, says whether to keep messages from a sender; the
 	// others are dropped (and deleted at the replicas all the same).
 	Accept func(from peer.ID) bool
-	// MinGap spaces collections asked for by Kick; default 5 s.
-	MinGap   time.Duration
-	Interval time.Duration // how often to look; default 5 min
+	// MinGap spaces collections asked for by Kick or Learn; default 5 s.
+	MinGap time.Duration
+	// Interval is the longest time between passes (default 15 min). A
+	// pass also follows each lookup Learn is told of (see Learn), so with
+	// presence republished every 10 minutes that is how often a node
+	// collects: the interval is for when no republish comes.
+	Interval time.Duration
 	// LookupEvery is how often a pass also looks the replicas up in the
 	// DHT (default 10 min); between lookups a pass asks only the replicas
 	// remembered from the last one (or told of by Learn). The first pass
@@ -61,14 +65,19 @@ type Collector struct {
 	// Learn was told of. relook asks the next pass to look up.
 	lookedUp atomic.Int64
 	relook   atomic.Bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	// collecting is set during a pass; lastPass is when the last one
+	// ended (Unix nanoseconds). learned asks the loop for a pass.
+	collecting atomic.Bool
+	lastPass   atomic.Int64
+	learned    chan struct{}
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // NewCollector returns a collector; Start runs it.
 func NewCollector(cfg CollectorConfig) *Collector {
 	if cfg.Interval == 0 {
-		cfg.Interval = 5 * time.Minute
+		cfg.Interval = 15 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -85,7 +94,7 @@ func NewCollector(cfg CollectorConfig) *Collector {
 	if cfg.LookupEvery == 0 {
 		cfg.LookupEvery = 10 * time.Minute
 	}
-	return &Collector{cfg: cfg, kick: make(chan struct{}, 1)}
+	return &Collector{cfg: cfg, kick: make(chan struct{}, 1), learned: make(chan struct{}, 1)}
 }
 
 // Start collects now and then in the background.
@@ -124,11 +133,19 @@ func (c *Collector) loop(ctx context.Context) {
 		if _, err := c.Collect(ctx); err != nil && ctx.Err() == nil {
 			c.cfg.Logger.Debug("inbox: collect", "err", err)
 		}
+		// The interval counts from the last pass, whatever prompted it.
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(jitter.Spread(c.cfg.Interval))
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			t.Reset(jitter.Spread(c.cfg.Interval))
+		case <-c.learned:
 		case <-c.kick:
 			// Many peers connecting at once must not become many lookups.
 			if wait := c.cfg.MinGap - time.Since(last); wait > 0 {
@@ -145,7 +162,12 @@ func (c *Collector) loop(ctx context.Context) {
 // Learn takes the peers closest to this node's inbox key, found by a
 // lookup made for another reason — storing the presence record, which
 // lives under the same key — so that passes until LookupEvery has gone by
-// ask those replicas without a lookup of their own.
+// ask those replicas without a lookup of their own. It also asks for a
+// pass now, unless one is under way or ended less than MinGap ago (the
+// pass's own lookup, or a republish just after one): the
+// lookup has just connected to those replicas, so listing at them costs no
+// handshake, while a pass at any other time mostly opens a new connection
+// to each.
 func (c *Collector) Learn(closest []peer.ID) {
 	replicas := c.cfg.Client.pick(c.cfg.Self, closest)
 	if len(replicas) == 0 {
@@ -153,6 +175,13 @@ func (c *Collector) Learn(closest []peer.ID) {
 	}
 	c.remember(replicas)
 	c.lookedUp.Store(c.cfg.Now().UnixNano())
+	if c.collecting.Load() || time.Since(time.Unix(0, c.lastPass.Load())) < c.cfg.MinGap {
+		return
+	}
+	select {
+	case c.learned <- struct{}{}:
+	default:
+	}
 }
 
 // Collect runs one pass: list at every replica, fetch what is new, open,
@@ -167,6 +196,11 @@ func (c *Collector) Learn(closest []peer.ID) {
 func (c *Collector) Collect(ctx context.Context) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.collecting.Store(true)
+	defer func() {
+		c.lastPass.Store(time.Now().UnixNano())
+		c.collecting.Store(false)
+	}()
 	// Who holds what; the first answer usually carries the items too.
 	holders := map[string][]peer.ID{}
 	listed := map[peer.ID][][]byte{}

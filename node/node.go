@@ -4,6 +4,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -94,7 +95,10 @@ type InboxConfig struct {
 	Quorum   int           // w: replicas that must hold a message; default 3
 	TTL      time.Duration // how long replicas keep a message; default 7 days
 	Limits   inbox.Limits  // what this node holds for others
-	// Collect is how often the node fetches its own inbox; default 5 min.
+	// Collect is the longest time between two fetches of the node's own
+	// inbox; default one and a half republish intervals. The node also
+	// fetches after each presence republish, over the connections the
+	// republish's lookup made to its replicas.
 	Collect time.Duration
 	// Sweep is how often the replica expires items and hands them to
 	// newcomers; default 5 min.
@@ -255,7 +259,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.collect = inbox.NewCollector(inbox.CollectorConfig{
 		Client: client, Keys: keys, Self: n.id.ID(), Store: n.store, OnNew: n.onCollected,
-		Interval: ic.Collect, Logger: n.log, CrashAfterPersist: ic.CrashAfterPersist,
+		Interval: cmp.Or(ic.Collect, republish*3/2), Logger: n.log, CrashAfterPersist: ic.CrashAfterPersist,
 		// Every presence republish finds the replicas (Learn): a lookup
 		// of the collector's own only when one is half again overdue.
 		LookupEvery: republish * 3 / 2,

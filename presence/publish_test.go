@@ -44,7 +44,7 @@ func (d *puttingDHT) PutTo(_ context.Context, _ string, _ []byte, peers []peer.I
 	return len(peers)
 }
 
-func (d *puttingDHT) GetValue(context.Context, string, ...routing.Option) ([]byte, error) {
+func (d *puttingDHT) GetValue(context.Context, string) ([]byte, error) {
 	return nil, routing.ErrNotFound
 }
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/routing"
 
 	"github.com/parley-p2p/parley/identity"
 	"github.com/parley-p2p/parley/internal/pb"
@@ -89,7 +88,7 @@ type DHT interface {
 	// PutTo stores a record at the given peers, with no lookup, and says
 	// how many accepted it.
 	PutTo(ctx context.Context, key string, value []byte, peers []peer.ID) (accepted int)
-	GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error)
+	GetValue(ctx context.Context, key string) ([]byte, error)
 }
 
 // Config says how to build the service. Zero durations take the defaults.

@@ -74,7 +74,7 @@ func (d *countingDHT) Put(context.Context, string, []byte) (int, []peer.ID, erro
 	return 0, nil, nil
 }
 func (d *countingDHT) PutTo(context.Context, string, []byte, []peer.ID) int { return 0 }
-func (d *countingDHT) GetValue(context.Context, string, ...routing.Option) ([]byte, error) {
+func (d *countingDHT) GetValue(context.Context, string) ([]byte, error) {
 	d.lookups.Add(1)
 	return nil, routing.ErrNotFound
 }
