@@ -28,11 +28,14 @@ const Neighbourhood = 8
 // Closest serves background work (storing records, finding replicas),
 // where a few hundred milliseconds more matter less than the requests
 // and handshakes a wide front wastes on peers that turn out not to be
-// nearest. A peer that has not answered within askTimeout counts as gone.
+// nearest. A peer that has not answered within askTimeout counts as gone;
+// one that has not within stallAfter no longer holds the walk up: the walk
+// asks the next peer as if it were gone, and still takes its late answer.
 const (
 	alpha       = 3
 	seeds       = 20 // peers of the routing table a walk starts from
 	askTimeout  = 5 * time.Second
+	stallAfter  = time.Second
 	maxAsked    = 64 // requests one walk makes at most, whatever peers tell it
 	maxPerReply = 20 // peers taken from one answer (kad-dht's bucket size)
 	maxAddrs    = 8  // addresses taken for one peer
@@ -142,16 +145,25 @@ func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got fu
 		err   error
 	}
 	answers := make(chan answer)
-	inflight := 0
-	finished := false // done, or stopped by got: the farther peers still asked are not needed
+	stalled := make(chan peer.ID)
+	inflight, active := 0, 0 // requests under way, and those not stalled
+	finished := false        // done, or stopped by got: the farther peers still asked are not needed
 	for {
 		if !finished && ctx.Err() == nil {
-			for _, q := range w.next(n - inflight) {
+			for _, q := range w.next(n - active) {
 				inflight++
+				active++
 				go func() {
 					actx, done := context.WithTimeout(ctx, askTimeout)
 					defer done()
+					slow := time.AfterFunc(stallAfter, func() {
+						select {
+						case stalled <- q:
+						case <-ctx.Done():
+						}
+					})
 					ps, rec, err := ask(actx, q)
+					slow.Stop()
 					answers <- answer{q, ps, rec, err}
 				}()
 			}
@@ -159,8 +171,23 @@ func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got fu
 		if inflight == 0 {
 			break
 		}
-		a := <-answers
+		var a answer
+		select {
+		case q := <-stalled:
+			if w.stall(q) {
+				active--
+			}
+			if !finished && w.done() {
+				finished = true
+				cancel()
+			}
+			continue
+		case a = <-answers:
+		}
 		inflight--
+		if w.waiting(a.from) {
+			active--
+		}
 		if a.err != nil {
 			w.failed(a.from)
 			if ctx.Err() == nil {
@@ -240,6 +267,7 @@ type walkState uint8
 const (
 	heard walkState = iota
 	waiting
+	stalled // asked, no answer yet, and too slow to wait for
 	answered
 	gone
 )
@@ -273,13 +301,14 @@ func (w *walk) set(id peer.ID, s walkState) {
 }
 
 // next marks and returns up to n peers to ask now: those only heard of
-// among the want nearest peers not gone. A peer farther out is never
-// asked: it could only name peers the nearer ones know better.
+// among the want nearest peers neither gone nor stalled. A peer farther
+// out is never asked: it could only name peers the nearer ones know
+// better.
 func (w *walk) next(n int) []peer.ID {
 	var out []peer.ID
 	for i, seen := 0, 0; i < len(w.peers) && seen < w.want && len(out) < n && w.asked < maxAsked; i++ {
 		p := &w.peers[i]
-		if p.state == gone {
+		if p.state == gone || p.state == stalled {
 			continue
 		}
 		seen++
@@ -292,6 +321,24 @@ func (w *walk) next(n int) []peer.ID {
 	return out
 }
 
+// waiting says whether id was asked and neither answered nor stalled.
+func (w *walk) waiting(id peer.ID) bool {
+	i := w.find(id)
+	return i >= 0 && w.peers[i].state == waiting
+}
+
+// stall marks a peer asked a while ago as too slow to wait for: it no
+// longer counts among the want nearest (a farther peer is asked in its
+// place), but its answer is taken if it comes. It reports whether id was
+// waiting.
+func (w *walk) stall(id peer.ID) bool {
+	if !w.waiting(id) {
+		return false
+	}
+	w.set(id, stalled)
+	return true
+}
+
 func (w *walk) answered(from peer.ID, nearer []peer.ID) {
 	w.set(from, answered)
 	w.hear(nearer)
@@ -299,12 +346,13 @@ func (w *walk) answered(from peer.ID, nearer []peer.ID) {
 
 func (w *walk) failed(from peer.ID) { w.set(from, gone) }
 
-// done says whether the want nearest peers not gone have all answered.
+// done says whether the want nearest peers neither gone nor stalled have
+// all answered.
 // (With fewer peers than that in the swarm, it is when all have.)
 func (w *walk) done() bool {
 	seen := 0
 	for _, p := range w.peers {
-		if p.state == gone {
+		if p.state == gone || p.state == stalled {
 			continue
 		}
 		if p.state != answered {

@@ -151,6 +151,42 @@ func TestWalkSmallSwarm(t *testing.T) {
 	}
 }
 
+// TestWalkStalled: a peer among the nearest that is slow to answer no
+// longer holds the walk up once stalled: the next nearest is asked in its
+// place, the walk can end without it, and its late answer still counts.
+func TestWalkStalled(t *testing.T) {
+	ids := randomIDs(t, Neighbourhood+2)
+	target := kb.ConvertKey("/presence/x")
+	order := nearest(target, ids, len(ids))
+	w := newWalk(target, Neighbourhood, "")
+	w.hear(ids)
+	asked := w.next(len(ids))
+	if !slices.Equal(asked, order[:Neighbourhood]) {
+		t.Fatalf("asked %v, want the %d nearest", asked, Neighbourhood)
+	}
+	slow := order[0]
+	for _, p := range asked[1:] {
+		w.answered(p, nil)
+	}
+	if w.done() {
+		t.Fatal("done while the nearest peer has not answered")
+	}
+	if !w.stall(slow) || w.stall(slow) {
+		t.Fatal("stall should report a waiting peer once")
+	}
+	if got := w.next(len(ids)); !slices.Equal(got, order[Neighbourhood:Neighbourhood+1]) {
+		t.Fatalf("after a stall asked %v, want the next nearest %v", got, order[Neighbourhood])
+	}
+	w.answered(order[Neighbourhood], nil)
+	if !w.done() || !slices.Equal(w.result(), order[1:Neighbourhood+1]) {
+		t.Fatalf("done %v with %v, want the nearest but the stalled one", w.done(), w.result())
+	}
+	w.answered(slow, nil) // late, but an answer
+	if !slices.Equal(w.result(), order[:Neighbourhood]) {
+		t.Fatalf("after the late answer: %v, want the %d nearest", w.result(), Neighbourhood)
+	}
+}
+
 // TestWalkBounded: peers that answer every request with new, ever nearer
 // peers (made up to hold the walk) get no more than maxAsked requests
 // from it.
