@@ -216,27 +216,8 @@ func TestClosest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	servers, dhts := meshServers(ctx, t, n)
-	client := newHost(t)
-	cd, err := New(client, Config{Mode: Client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cd.Close()
-	for _, s := range servers[:2] {
-		if err := client.Connect(ctx, peer.AddrInfo{ID: s.ID(), Addrs: s.Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for cd.RoutingTable().Size() < 2 {
-		if ctx.Err() != nil {
-			t.Fatal("the client's routing table never held its two servers")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	ids := make([]peer.ID, n)
-	for i, h := range servers {
-		ids[i] = h.ID()
-	}
+	cd := clientOf(ctx, t, servers[:2])
+	ids := idsOf(servers)
 	key := "/presence/somebody"
 	target := kb.ConvertKey(key)
 	got, err := cd.Closest(ctx, key)
@@ -313,6 +294,38 @@ func meshServers(ctx context.Context, t *testing.T, n int) ([]host.Host, []*DHT)
 	return servers, dhts
 }
 
+// clientOf starts a DHT client connected to the given servers, and waits
+// until its routing table holds them.
+func clientOf(ctx context.Context, t *testing.T, servers []host.Host) *DHT {
+	t.Helper()
+	client := newHost(t)
+	cd, err := New(client, Config{Mode: Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cd.Close() })
+	for _, s := range servers {
+		if err := client.Connect(ctx, peer.AddrInfo{ID: s.ID(), Addrs: s.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for cd.RoutingTable().Size() < len(servers) {
+		if ctx.Err() != nil {
+			t.Fatalf("the client's routing table never held its %d servers", len(servers))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cd
+}
+
+func idsOf(hosts []host.Host) []peer.ID {
+	ids := make([]peer.ID, len(hosts))
+	for i, h := range hosts {
+		ids[i] = h.ID()
+	}
+	return ids
+}
+
 // TestBootstrapRefresh: a server that joins through one peer and
 // bootstraps walks its way to its neighbourhood: its routing table then
 // holds the servers nearest it, and theirs hold it.
@@ -329,10 +342,7 @@ func TestBootstrapRefresh(t *testing.T) {
 	defer d.Close()
 	// Join through the server farthest from the newcomer, so that nothing
 	// near it is known at first.
-	ids := make([]peer.ID, n)
-	for i, s := range servers {
-		ids[i] = s.ID()
-	}
+	ids := idsOf(servers)
 	far := slices.Index(ids, nearest(kb.ConvertPeerID(h.ID()), ids, n)[n-1])
 	if err := h.Connect(ctx, peer.AddrInfo{ID: ids[far], Addrs: servers[far].Addrs()}); err != nil {
 		t.Fatal(err)
@@ -400,23 +410,7 @@ func TestGetValue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	servers, dhts := meshServers(ctx, t, n)
-	client := newHost(t)
-	cd, err := New(client, Config{Mode: Client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cd.Close()
-	for _, s := range servers[:2] {
-		if err := client.Connect(ctx, peer.AddrInfo{ID: s.ID(), Addrs: s.Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for cd.RoutingTable().Size() < 2 {
-		if ctx.Err() != nil {
-			t.Fatal("the client's routing table never held its two servers")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	cd := clientOf(ctx, t, servers[:2])
 	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -437,10 +431,7 @@ func TestGetValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, raw := signedRecord(t, other, 1)
-	ids := make([]peer.ID, n)
-	for i, h := range servers {
-		ids[i] = h.ID()
-	}
+	ids := idsOf(servers)
 	holders := nearest(kb.ConvertKey(key), ids, Neighbourhood)[2:4]
 	if got := dhts[0].PutTo(ctx, key, raw, holders); got != 2 {
 		t.Fatalf("%d of 2 holders took the record", got)
