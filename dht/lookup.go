@@ -62,7 +62,7 @@ func (p *DHT) Closest(ctx context.Context, key string) ([]peer.ID, error) {
 // ValueQuorum is how many peers must answer with the record before a
 // value lookup ends. The record is held by the Neighbourhood peers nearest
 // its key; waiting for every one of them would let one gone without a
-// goodbye hold the lookup for askTimeout. The best of four answers is the
+// goodbye hold the lookup (for stallAfter at least). The best of four answers is the
 // newest with near certainty (the validator picks it), and a holder left
 // with an older record gets the newest at the publisher's next republish.
 const ValueQuorum = 4

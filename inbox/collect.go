@@ -164,10 +164,9 @@ func (c *Collector) loop(ctx context.Context) {
 // lives under the same key — so that passes until LookupEvery has gone by
 // ask those replicas without a lookup of their own. It also asks for a
 // pass now, unless one is under way or ended less than MinGap ago (the
-// pass's own lookup, or a republish just after one): the
-// lookup has just connected to those replicas, so listing at them costs no
-// handshake, while a pass at any other time mostly opens a new connection
-// to each.
+// pass's own lookup, or a republish just after one): the lookup has just
+// connected to those replicas, so listing at them costs no handshake,
+// while a pass at any other time mostly opens a new connection to each.
 func (c *Collector) Learn(closest []peer.ID) {
 	replicas := c.cfg.Client.pick(c.cfg.Self, closest)
 	if len(replicas) == 0 {
