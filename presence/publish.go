@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -127,9 +128,11 @@ func (s *Service) storeLoop(ctx context.Context) {
 
 // store puts raw in the DHT and reports whether enough peers accepted it.
 // Unless told to look up, it goes to the peers the last lookup found, if
-// that was within a republish interval: a status change then costs a round
-// trip to each of them, not a walk of the DHT. Should too few of those take
-// it (the neighbourhood moved), it looks up at once.
+// that was within a republish interval and the routing table knows no
+// peer nearer the key than they are: a status change then costs a round
+// trip to each of them, not a walk of the DHT. Should the table know of a
+// nearer peer (one that joined since: resolvers would look there), or too
+// few of them take it, it looks up at once.
 func (s *Service) store(ctx context.Context, raw []byte, lookup bool) bool {
 	rec, err := Parse(raw)
 	if err != nil {
@@ -141,7 +144,8 @@ func (s *Service) store(ctx context.Context, raw []byte, lookup bool) bool {
 	enough := func(accepted, asked int) bool { return asked > 0 && accepted >= min(s.cfg.MinAccepted, asked) }
 	var accepted int
 	var asked []peer.ID
-	if !lookup && len(near) > 0 && s.cfg.Now().Sub(nearAt) < s.cfg.Republish {
+	if !lookup && len(near) > 0 && s.cfg.Now().Sub(nearAt) < s.cfg.Republish &&
+		!nearer(near, s.cfg.DHT.Nearest(Key(s.self), len(near))) {
 		accepted, asked = s.cfg.DHT.PutTo(ctx, Key(s.self), raw, near), near
 	}
 	looked := !enough(accepted, len(asked))
@@ -224,4 +228,16 @@ func (s *Service) publishOffline(ctx context.Context) {
 	// record when the node is back) would read as offline after it
 	// returns, until it expires.
 	s.store(ctx, raw, true)
+}
+
+// nearer says whether now, the peers the routing table holds nearest a
+// key, has one that is not among near, the ones the last lookup found:
+// the neighbourhood has changed since.
+func nearer(near, now []peer.ID) bool {
+	for _, p := range now {
+		if !slices.Contains(near, p) {
+			return true
+		}
+	}
+	return false
 }

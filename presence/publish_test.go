@@ -21,6 +21,9 @@ import (
 type puttingDHT struct {
 	puts, nearPuts atomic.Int64
 	refuse         atomic.Bool
+	// newcomer, when set, is a peer the routing table holds nearer the key
+	// than the last lookup found.
+	newcomer atomic.Bool
 }
 
 var twenty = func() []peer.ID {
@@ -147,7 +150,7 @@ func TestRepublishWhenBackInTouch(t *testing.T) {
 // last lookup found, with no lookup of its own; a republish (timed or
 // asked for) looks up; when too few of the last peers take a change, it
 // looks up at once; and peers found longer than a republish interval ago
-// are not trusted.
+// are not trusted, nor when the routing table knows a peer nearer the key.
 func TestChangeGoesToTheLastHolders(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &puttingDHT{}
@@ -188,5 +191,27 @@ func TestChangeGoesToTheLastHolders(t *testing.T) {
 			t.Fatal("store failed")
 		}
 		check("after a change with stale peers", 5, 2)
+
+		// The routing table now holds a peer nearer the key than the last
+		// lookup found (it joined since): resolvers would look there, so a
+		// change looks up.
+		d.newcomer.Store(true)
+		if err := s.SetStatus(Online, ""); err != nil {
+			t.Fatal(err)
+		}
+		check("after a change with a newcomer near the key", 6, 2)
+		d.newcomer.Store(false)
+		if err := s.SetStatus(Away, ""); err != nil {
+			t.Fatal(err)
+		}
+		check("after a change with none", 6, 3)
 	})
+}
+
+func (d *puttingDHT) Nearest(_ string, n int) []peer.ID {
+	near := twenty[:min(n, len(twenty))]
+	if d.newcomer.Load() {
+		return append([]peer.ID{"newcomer"}, near[:len(near)-1]...)
+	}
+	return near
 }

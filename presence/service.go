@@ -89,6 +89,9 @@ type DHT interface {
 	// how many accepted it.
 	PutTo(ctx context.Context, key string, value []byte, peers []peer.ID) (accepted int)
 	GetValue(ctx context.Context, key string) ([]byte, error)
+	// Nearest is the n peers the routing table holds nearest key, with no
+	// lookup.
+	Nearest(key string, n int) []peer.ID
 }
 
 // Config says how to build the service. Zero durations take the defaults.

@@ -112,3 +112,5 @@ func TestOfflineNotifyIsNotLookedUpAtOnce(t *testing.T) {
 		t.Fatalf("%d lookups after the quiet gap, want 1", n)
 	}
 }
+
+func (d *countingDHT) Nearest(string, int) []peer.ID { return nil }
