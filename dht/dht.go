@@ -111,9 +111,10 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 		kaddht.DisableProviders(),
 	}
-	// kad-dht's own refresh is off (see refresher); it refreshes only when
-	// its table is nearly empty. Its period sets how long a peer it has
-	// not heard from stays useful in the table.
+	// kad-dht's own refresh is off (see refresher): it never refreshes by
+	// itself, and with an empty table only connects to the bootstrap peers
+	// again. Its period sets how long a peer it has not heard from stays
+	// useful in the table.
 	period := cfg.Refresh
 	if period == 0 {
 		period = DefaultRefresh
