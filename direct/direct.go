@@ -78,6 +78,10 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	// refuse, when set, names peers whose streams are reset unread (see
+	// Refuse).
+	refuse func(peer.ID) bool
+
 	mu       sync.Mutex
 	closed   bool
 	sessions map[peer.ID]*session
@@ -97,6 +101,12 @@ func New(h host.Host, s seal.Sealer, hist History, onNew func(*store.Message), l
 		inbound:  make(map[network.Stream]struct{}),
 	}
 }
+
+// Refuse sets, before Start, which peers get no message through: their
+// streams are reset unread. The connection gater refuses such peers'
+// connections, but not the ones this node dialled itself (for the DHT, or
+// to write to a denied peer), and a stream may come over those too.
+func (s *Service) Refuse(f func(peer.ID) bool) { s.refuse = f }
 
 // Start registers the stream handler.
 func (s *Service) Start(context.Context) error {
@@ -149,6 +159,10 @@ func (s *Service) handle(str network.Stream) {
 	}
 	defer s.untrack(str)
 	remote := str.Conn().RemotePeer()
+	if s.refuse != nil && s.refuse(remote) {
+		str.Reset()
+		return
+	}
 	br := bufio.NewReaderSize(str, 16<<10)
 	r := pbio.NewDelimitedReader(br, MaxFrame)
 	bw := bufio.NewWriterSize(str, 4<<10)

@@ -267,3 +267,22 @@ func TestUnreachablePeerFailsFast(t *testing.T) {
 }
 
 var _ network.StreamHandler = (*Service)(nil).handle
+
+// TestRefusedPeerGetsNothingThrough: a peer the node refuses (denied or
+// blocked) gets no message through, even over a connection the node
+// dialled itself (which the connection gater lets stand); the node can
+// still write to it.
+func TestRefusedPeerGetsNothingThrough(t *testing.T) {
+	a, b := newEnd(t), newEnd(t)
+	b.svc.Refuse(func(p peer.ID) bool { return p == a.id.ID() })
+	connect(t, b, a) // b dials
+	if res, err := a.svc.Send(context.Background(), b.id.ID(), []*pb.Message{text(a, b, "let me in")}); err == nil && res[0].OK {
+		t.Fatal("a refused peer's message was acked")
+	}
+	if h, _ := b.store.History(a.id.ID(), 0); len(h) != 0 {
+		t.Fatalf("b stored %d messages from a refused peer", len(h))
+	}
+	if res, err := b.svc.Send(context.Background(), a.id.ID(), []*pb.Message{text(b, a, "I may write to you")}); err != nil || !res[0].OK {
+		t.Fatalf("b writing to the peer it refuses: %v %v", res, err)
+	}
+}

@@ -238,6 +238,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	routed := routedhost.Wrap(n.host, n.dht)
 	keys := seal.NewKeyring(n.id)
 	n.direct = direct.New(routed, keys, n.store, n.onReceived, n.log)
+	n.direct.Refuse(func(p peer.ID) bool { return n.gater.check(&n.gater.refuses, p) })
 	ic := n.cfg.Inbox
 	if ic.Replicas == 0 {
 		ic.Replicas = 5
