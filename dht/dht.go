@@ -1,7 +1,10 @@
 // Package dht builds Parley's private Kademlia DHT: kad-dht under the
 // /parley protocol prefix (so it never mixes with the public IPFS DHT),
 // Parley's record validators (only the presence namespace is accepted), the
-// bootstrap peers a node was given, and a put that counts who stored a record.
+// bootstrap peers a node was given, Parley's own walk to a key's
+// neighbourhood (for storing and reading records, finding inbox replicas
+// and refreshing the routing table), and a put that counts who stored a
+// record.
 package dht
 
 import (
@@ -76,7 +79,9 @@ type Config struct {
 	OnClosest func(key string, closest []peer.ID)
 }
 
-// DHT is kad-dht plus Parley's counting put (see Put).
+// DHT is kad-dht, serving requests and holding the routing table, plus
+// Parley's walk (Closest, GetValue), its refresher and its counting put
+// (see Put).
 type DHT struct {
 	*kaddht.IpfsDHT
 	local     *records.ValueStore // the same records kad-dht serves, for our own puts and gets
