@@ -20,8 +20,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/x/simlibp2p"
-	"github.com/marcopolo/simnet"
 
 	"github.com/parley-p2p/parley/api"
 	"github.com/parley-p2p/parley/identity"
@@ -43,7 +41,7 @@ type world struct {
 	plan *Plan
 	opt  Options
 	ctx  context.Context
-	nw   *simnet.Simnet
+	nw   *internet
 	ids  []*identity.Identity
 	// pairs[i] are the planned contact pairs node i makes as it joins: those
 	// whose other end joined before it.
@@ -53,9 +51,7 @@ type world struct {
 	mu      sync.Mutex
 	nodes   []*node.Node // nil while a node is down
 	bw      []*metrics.BandwidthCounter
-	ipNode  map[string]int
 	nextIP  int
-	cut     bool
 	watches sync.WaitGroup
 	// onShown, when set, is told of each message shown at a node.
 	onShown func(node int, text string)
@@ -101,14 +97,12 @@ func newWorld(ctx context.Context, plan *Plan, opt Options) (*world, func(), err
 	w := &world{
 		plan: plan, opt: opt, ctx: ctx,
 		nodes: make([]*node.Node, sc.Nodes), bw: make([]*metrics.BandwidthCounter, sc.Nodes),
-		ipNode: map[string]int{}, rec: newRecorder(sc.Nodes),
+		rec: newRecorder(sc.Nodes),
 	}
-	w.nw = &simnet.Simnet{LatencyFunc: w.latency, Logger: slog.New(slog.DiscardHandler)}
-	w.nw.Start()
+	w.nw = newInternet(sc.Tick)
 	stop := func() {
 		w.stopAll()
 		w.watches.Wait()
-		w.nw.Close()
 	}
 	for i := range sc.Nodes {
 		w.ids = append(w.ids, identityFor(sc.Seed, i))
@@ -166,35 +160,8 @@ func identityFor(seed uint64, i int) *identity.Identity {
 	return id
 }
 
-// latency routes a packet: each end's class adds its one-way latency, and
-// a packet across a partition is held far past the end of the run.
-func (w *world) latency(p *simnet.Packet) time.Duration {
-	w.mu.Lock()
-	from, okf := w.ipNode[p.From.(*net.UDPAddr).IP.String()]
-	to, okt := w.ipNode[p.To.(*net.UDPAddr).IP.String()]
-	cut := w.cut
-	w.mu.Unlock()
-	if !okf || !okt {
-		return w.plan.Scenario.ServerLatency
-	}
-	if cut && w.plan.Side[from] != w.plan.Side[to] {
-		return 1000 * time.Hour
-	}
-	return onTick(time.Now(), w.oneWay(from)+w.oneWay(to), w.plan.Scenario.Tick)
-}
-
-// onTick stretches a packet's latency d, sent at now, so that it arrives
-// on the tick grid (see Scenario.Tick).
-func onTick(now time.Time, d, tick time.Duration) time.Duration {
-	if tick <= 0 {
-		return d
-	}
-	if late := now.Add(d).UnixNano() % int64(tick); late != 0 {
-		d += tick - time.Duration(late)
-	}
-	return d
-}
-
+// oneWay is node i's one-way latency to the core: half its class's round
+// trip.
 func (w *world) oneWay(i int) time.Duration {
 	if w.plan.Client[i] {
 		return w.plan.Scenario.ClientLatency / 2
@@ -202,19 +169,22 @@ func (w *world) oneWay(i int) time.Duration {
 	return w.plan.Scenario.ServerLatency / 2
 }
 
+// address is the n-th simulated address: a public IPv4 address in 1.0.0.0/8.
+func address(n int) net.IP {
+	return net.IPv4(1, byte(n>>16), byte(n>>8), byte(n))
+}
+
 // start runs node i (again) on a fresh address, with its home kept.
 func (w *world) start(i int) error {
 	sc := w.plan.Scenario
 	w.mu.Lock()
 	w.nextIP++
-	ip := simnet.IntToPublicIPv4(w.nextIP)
-	w.ipNode[ip.String()] = i
+	ip := address(w.nextIP)
 	w.mu.Unlock()
 	bwidth := sc.ServerBandwidth
 	if w.plan.Client[i] {
 		bwidth = sc.ClientBandwidth
 	}
-	link := simnet.NodeBiDiLinkSettings{Downlink: simnet.LinkSettings{BitsPerSecond: bwidth}, Uplink: simnet.LinkSettings{BitsPerSecond: bwidth}}
 	cm, err := connmgr.NewConnManager(sc.ConnLow, sc.ConnHigh, connmgr.WithGracePeriod(30*time.Second))
 	if err != nil {
 		return err
@@ -224,7 +194,7 @@ func (w *world) start(i int) error {
 		libp2p.Identity(w.ids[i].PrivKey()),
 		libp2p.ListenAddrStrings(fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", ip)),
 		libp2p.Transport(libp2pquic.NewTransport),
-		simlibp2p.QUICSimnet(w.nw, link),
+		w.nw.quicTransport(w.oneWay(i), bwidth, len(w.plan.Side) > i && w.plan.Side[i]),
 		libp2p.DisableIdentifyAddressDiscovery(),
 		libp2p.ResourceManager(&network.NullResourceManager{}),
 		libp2p.ConnectionManager(cm),
@@ -420,13 +390,9 @@ func (w *world) play(start time.Time) time.Duration {
 				w.rec.note(fmt.Sprintf("rejoin of node %d failed: %v", e.Node, err))
 			}
 		case Cut:
-			w.mu.Lock()
-			w.cut = true
-			w.mu.Unlock()
+			w.nw.cut.Store(true)
 		case Heal:
-			w.mu.Lock()
-			w.cut = false
-			w.mu.Unlock()
+			w.nw.cut.Store(false)
 		}
 	}
 	waitUntil(w.plan.End())

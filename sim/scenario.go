@@ -1,6 +1,7 @@
 // Package sim runs many real Parley nodes — the production node package,
 // nothing re-implemented — in one process, over a simulated QUIC network in
-// virtual time (testing/synctest with go-libp2p's simnet), with churn,
+// virtual time (testing/synctest, with a simulated UDP network of its own
+// under libp2p's QUIC transport), with churn,
 // partitions and a message workload fixed by a seed, and reports delivery,
 // latency and cost.
 package sim

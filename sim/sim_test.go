@@ -131,25 +131,6 @@ func TestNoneIsNone(t *testing.T) {
 	}
 }
 
-// TestOnTick: a packet arrives at the first tick at or after its due time,
-// and exactly on time with no tick.
-func TestOnTick(t *testing.T) {
-	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, c := range []struct {
-		sent, d, tick, want time.Duration
-	}{
-		{0, 5 * time.Millisecond, time.Millisecond, 5 * time.Millisecond},
-		{300 * time.Microsecond, 5 * time.Millisecond, time.Millisecond, 5700 * time.Microsecond},
-		{999 * time.Microsecond, 20 * time.Millisecond, time.Millisecond, 20001 * time.Microsecond},
-		{time.Hour + 1, 10 * time.Millisecond, 4 * time.Millisecond, 12*time.Millisecond - 1},
-		{300 * time.Microsecond, 5 * time.Millisecond, 0, 5 * time.Millisecond},
-	} {
-		if got := onTick(t0.Add(c.sent), c.d, c.tick); got != c.want {
-			t.Errorf("sent at +%v with latency %v on a %v grid: delivered after %v, want %v", c.sent, c.d, c.tick, got, c.want)
-		}
-	}
-}
-
 func TestBadScenario(t *testing.T) {
 	for _, sc := range []Scenario{{Nodes: 2}, {Nodes: 10, ClientShare: 1}, {Nodes: 10, Contacts: 10}, {Nodes: 10, Churn: 2}, {Nodes: 10, Tick: time.Second}, {Nodes: 10, Republish: time.Second}} {
 		if _, err := NewPlan(sc); err == nil {
