@@ -12,12 +12,13 @@ import (
 const DefaultRefresh = 10 * time.Minute
 
 // A refresh walks to the node's own ID, and to a random ID in each bucket
-// that is due: that no walk touched for bucketAge periods. That is every
-// other refresh, as with kad-dht's own ticker: there, the bucket a refresh
-// looked up is a moment short of a period old at the next tick, so it
-// waits for the one after. Spelled out here, that no longer depends on
-// the moment a lookup ends.
-const bucketAge = 3.0 / 2
+// that is due: that no walk touched for bucketAge periods, an hour at the
+// default period. That is Kademlia's own rule (a bucket not looked up in
+// the past hour); kad-dht refreshes every bucket every period or two,
+// which in a simulated swarm of 300 nodes was a third of the requests
+// servers served. The walk to the node's own ID, every period, is what
+// keeps the neighbourhood that holds the records fresh.
+const bucketAge = 6
 
 // refresh brings the routing table up to date with Parley's walk (see
 // Closest) rather than kad-dht's lookups: the walk to the node's own ID
