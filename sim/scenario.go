@@ -1,9 +1,8 @@
 // Package sim runs many real Parley nodes — the production node package,
-// nothing re-implemented — in one process, over a simulated QUIC network in
-// virtual time (testing/synctest, with a simulated UDP network of its own
-// under libp2p's QUIC transport), with churn,
-// partitions and a message workload fixed by a seed, and reports delivery,
-// latency and cost.
+// nothing re-implemented — in one process, in virtual time
+// (testing/synctest), over libp2p's QUIC transport on simulated UDP
+// sockets of its own, with churn, partitions and a message workload fixed
+// by a seed, and reports delivery, latency and cost.
 package sim
 
 import (
