@@ -57,6 +57,9 @@ type Config struct {
 	Bootstrap []peer.AddrInfo
 	// Now is the validators' clock; nil means time.Now.
 	Now func() time.Time
+	// Checked, when set, remembers the presence records whose signatures
+	// checked out (see presence.Checked).
+	Checked *presence.Checked
 	// Refresh is about how often the routing table is refreshed: 0 is
 	// DefaultRefresh, a negative value never (the node's own lookups keep
 	// its table fresh). A refresh walks to the node's own ID, and to a
@@ -128,7 +131,7 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	if period > 0 {
 		opts = append(opts, kaddht.RoutingTableRefreshPeriod(time.Duration(float64(period)*bucketAge)))
 	}
-	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now}}
+	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now, Checked: cfg.Checked}}
 	values := dssync.MutexWrap(ds.NewMapDatastore())
 	opts = append(opts, kaddht.Validator(nv), kaddht.ValueDatastore(values))
 	dh := h

@@ -46,6 +46,12 @@ import (
 // unless Config.Presence says otherwise.
 const DefaultRepublish = presence.DefaultRepublish
 
+// checkedRecords is how many good presence record signatures a node
+// remembers (presence.Checked): more than a DHT server holds (Neighbourhood
+// records for each server's worth of users, about 40 with one server in
+// five) plus a user's contacts, for about 30 KB.
+const checkedRecords = 256
+
 // DBFile is the node's database inside its home.
 const DBFile = "parley.db"
 
@@ -230,7 +236,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			c.Learn(closest)
 		}
 	}
-	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: n.refresh, OnClosest: onClosest}); err != nil {
+	// One memory of good record signatures, for the DHT's validator and
+	// the presence service: both check the same records.
+	checked := presence.NewChecked(checkedRecords)
+	if n.dht, err = dht.New(n.host, dht.Config{Mode: mode, Bootstrap: n.bootstrap, Refresh: n.refresh, OnClosest: onClosest, Checked: checked}); err != nil {
 		return err
 	}
 	// Streams to a peer whose address we do not know go through a DHT
@@ -279,6 +288,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	pcfg.DHT = n.dht
 	pcfg.SendKey = n.sendPresenceKey
 	pcfg.OnChange = n.onPresence
+	pcfg.Checked = checked
 	if n.presence, err = presence.New(pcfg); err != nil {
 		return err
 	}

@@ -107,10 +107,23 @@ func TestValidateAcceptsAndRejects(t *testing.T) {
 			return encode(r)
 		}, ErrInvalid},
 	}
+	// With a memory of good signatures holding alice's good records (the
+	// tampered ones below are made from the same fields), every case must
+	// be judged the same.
+	checked := NewChecked(16)
+	cv := Validator{Now: v.Now, Checked: checked}
+	for _, seq := range []uint64{1, 2} {
+		if err := cv.Validate(Key(alice.ID()), encode(signed(t, alice, seq, nil, pb.Status_ONLINE))); err != nil {
+			t.Fatalf("good record: %v", err)
+		}
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := v.Validate(tc.key, tc.rec()); !errors.Is(err, tc.want) {
 				t.Fatalf("Validate: %v, want %v", err, tc.want)
+			}
+			if err := cv.Validate(tc.key, tc.rec()); !errors.Is(err, tc.want) {
+				t.Fatalf("Validate with remembered signatures: %v, want %v", err, tc.want)
 			}
 		})
 	}
@@ -246,4 +259,39 @@ func FuzzValidate(f *testing.F) {
 		}
 		_, _ = v.Select(key, [][]byte{data, data})
 	})
+}
+
+func TestCheckedRemembersOnlyGoodSignaturesAndIsBounded(t *testing.T) {
+	alice := newID(t)
+	c := NewChecked(2)
+	recs := []*pb.PresenceRecord{}
+	for seq := range uint64(3) {
+		r := signed(t, alice, seq+1, nil, pb.Status_ONLINE)
+		recs = append(recs, r)
+		if err := c.Verify(Key(alice.ID()), r, now); err != nil {
+			t.Fatalf("record %d: %v", seq+1, err)
+		}
+	}
+	if len(c.seen) != 2 || len(c.order) != 2 {
+		t.Fatalf("remembers %d signatures (ring of %d), want 2", len(c.seen), len(c.order))
+	}
+	// A remembered record is still judged on its expiry.
+	if err := c.Verify(Key(alice.ID()), recs[2], now.Add(time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("remembered but expired: %v, want %v", err, ErrExpired)
+	}
+	// A bad signature is never remembered: rejected every time.
+	bad := signed(t, alice, 9, nil, pb.Status_ONLINE)
+	bad.Signature[5] ^= 1
+	for range 2 {
+		if err := c.Verify(Key(alice.ID()), bad, now); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("bad signature: %v, want %v", err, ErrBadSignature)
+		}
+	}
+	if len(c.seen) != 2 {
+		t.Fatalf("remembers %d signatures after a bad one, want 2", len(c.seen))
+	}
+	var none *Checked
+	if err := none.Verify(Key(alice.ID()), recs[0], now); err != nil {
+		t.Fatalf("nil Checked: %v", err)
+	}
 }

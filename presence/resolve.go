@@ -82,7 +82,7 @@ func (s *Service) learnRecord(p peer.ID, raw []byte, source string, reread bool)
 	if err != nil {
 		return View{Peer: p, Status: Offline}, err
 	}
-	if err := Verify(Key(p), rec, now); err != nil {
+	if err := s.cfg.Checked.Verify(Key(p), rec, now); err != nil {
 		return View{Peer: p, Status: Offline}, err
 	}
 	v := View{Peer: p, Status: Offline, Seq: rec.Seq, Updated: now, Expires: time.UnixMilli(rec.ExpiresAt), Source: source}

@@ -115,6 +115,9 @@ type Config struct {
 	MaxWatchers  int           // bound on the watcher table; default 1024
 	Now          func() time.Time
 	Logger       *slog.Logger
+	// Checked, when set, remembers good signatures; share it with the
+	// DHT's validator (see Checked).
+	Checked *Checked
 }
 
 // Service is one node's presence: its own record and its view of contacts.
