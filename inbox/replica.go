@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-msgio/pbio"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-p2p/parley/internal/exchange"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/store"
 )
@@ -139,7 +140,7 @@ func (r *Replica) handle(str network.Stream) {
 	remote := str.Conn().RemotePeer()
 	_ = str.SetDeadline(r.cfg.Now().Add(ioTimeout))
 	var req pb.InboxRequest
-	if err := pbio.NewDelimitedReader(str, MaxFrame).ReadMsg(&req); err != nil {
+	if err := exchange.ReadMsg(str, MaxFrame, &req); err != nil {
 		r.cfg.Logger.Debug("inbox: bad request", "peer", remote, "err", err)
 		str.Reset()
 		return

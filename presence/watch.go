@@ -37,7 +37,7 @@ func (s *Service) handle(str network.Stream) {
 	remote := str.Conn().RemotePeer()
 	_ = str.SetDeadline(s.cfg.Now().Add(streamTimeout))
 	var f pb.PresenceFrame
-	if err := pbio.NewDelimitedReader(str, MaxFrame).ReadMsg(&f); err != nil {
+	if err := exchange.ReadMsg(str, MaxFrame, &f); err != nil {
 		s.cfg.Logger.Debug("presence: bad frame", "peer", remote, "err", err)
 		str.Reset()
 		return

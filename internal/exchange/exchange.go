@@ -4,7 +4,11 @@
 package exchange
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -29,7 +33,7 @@ func Request(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, req
 		str.Reset()
 		return err
 	}
-	if err := pbio.NewDelimitedReader(str, maxResp).ReadMsg(resp); err != nil {
+	if err := ReadMsg(str, maxResp, resp); err != nil {
 		str.Reset()
 		return err
 	}
@@ -51,4 +55,43 @@ func Send(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, msg pr
 		return err
 	}
 	return nil
+}
+
+// ReadMsg reads one length-prefixed protobuf from r into m, refusing one
+// over max bytes. It reads the length a byte at a time and then exactly the
+// message, so it needs no buffer of its own: pbio's reader takes a 4 KB
+// one per stream, for the one message most streams carry.
+func ReadMsg(r io.Reader, max int, m proto.Message) error {
+	n, err := binary.ReadUvarint(&byteReader{r: r})
+	if err != nil {
+		return err // io.EOF only when the stream ended before a message
+	}
+	if n > uint64(max) {
+		return fmt.Errorf("exchange: message of %d bytes, over the %d allowed", n, max)
+	}
+	// Memory grows with the bytes that came, not with the length a peer
+	// announced.
+	buf := bytes.NewBuffer(make([]byte, 0, min(n, preallocate)))
+	if got, err := io.CopyN(buf, r, int64(n)); got < int64(n) {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	return proto.Unmarshal(buf.Bytes(), m)
+}
+
+// preallocate is how much of a message's announced length ReadMsg sets
+// aside before any of it arrived.
+const preallocate = 16 << 10
+
+// byteReader reads from r a byte at a time.
+type byteReader struct {
+	r   io.Reader
+	one [1]byte
+}
+
+func (b *byteReader) ReadByte() (byte, error) {
+	_, err := io.ReadFull(b.r, b.one[:])
+	return b.one[0], err
 }
