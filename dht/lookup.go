@@ -67,6 +67,17 @@ func (p *DHT) Closest(ctx context.Context, key string) ([]peer.ID, error) {
 // with an older record gets the newest at the publisher's next republish.
 const ValueQuorum = 4
 
+// wideNeighbourhood is how far a value lookup goes when the Neighbourhood
+// nearest peers it found all answered without the record. A publisher's
+// walk made while the key's neighbourhood was still meeting itself (a
+// swarm starting up, peers just back) can end at peers a little farther
+// out than a later walk does: each knew no nearer one yet. The record then
+// sits just outside the resolver's Neighbourhood, until the next republish
+// looks afresh. Going on to twice as many finds it, and costs requests
+// only when a lookup would otherwise have failed: kad-dht always walks to
+// its 20 nearest.
+const wideNeighbourhood = 2 * Neighbourhood
+
 // valueAlpha is a value lookup's requests in flight: one more than the
 // quorum, so that the nearest peers known, when they hold the record,
 // answer it in one round trip even if one of them does not. A resolve is
@@ -96,8 +107,15 @@ func (p *DHT) GetValue(ctx context.Context, key string) ([]byte, error) {
 		}
 		return len(values) >= ValueQuorum
 	}
+	widen := func() bool {
+		if len(values) > 0 {
+			return false
+		}
+		p.count.widened.Add(1)
+		return true
+	}
 	if len(values) < ValueQuorum {
-		if _, err := p.walkWith(ctx, key, valueAlpha, getValue, got); err != nil && len(values) == 0 {
+		if _, err := p.walkWith(ctx, key, valueAlpha, getValue, got, widen); err != nil && len(values) == 0 {
 			return nil, err
 		}
 	}
@@ -118,7 +136,7 @@ func (p *DHT) walkTo(ctx context.Context, key string) ([]peer.ID, error) {
 		ps, err := p.pm.GetClosestPeers(ctx, q, peer.ID(key))
 		return ps, nil, err
 	}
-	return p.walkWith(ctx, key, alpha, findNode, nil)
+	return p.walkWith(ctx, key, alpha, findNode, nil, nil)
 }
 
 // asker sends one request of a walk to q: the peers nearer the key it
@@ -127,8 +145,10 @@ type asker func(ctx context.Context, q peer.ID) ([]*peer.AddrInfo, *recpb.Record
 
 // walkWith runs a walk to key with n requests in flight at most, each made
 // by ask. got, when set, is given each record an answer carried; the walk
-// stops early when it says so.
-func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got func(*recpb.Record) (stop bool)) ([]peer.ID, error) {
+// stops early when it says so. widen, when set, is asked once when the
+// Neighbourhood nearest peers have all answered: if it says so, the walk
+// goes on to the wideNeighbourhood nearest.
+func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got func(*recpb.Record) (stop bool), widen func() bool) ([]peer.ID, error) {
 	target := kb.ConvertKey(key)
 	w := newWalk(target, Neighbourhood, p.Host().ID())
 	w.hear(p.RoutingTable().NearestPeers(target, seeds))
@@ -143,6 +163,18 @@ func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got fu
 		peers []*peer.AddrInfo
 		rec   *recpb.Record
 		err   error
+	}
+	// over says whether the walk is done, after widening it once if
+	// widen says so.
+	over := func() bool {
+		if !w.done() {
+			return false
+		}
+		if widen != nil && w.want < wideNeighbourhood && widen() {
+			w.want = wideNeighbourhood
+			return w.done()
+		}
+		return true
 	}
 	answers := make(chan answer)
 	stalled := make(chan peer.ID)
@@ -177,7 +209,7 @@ func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got fu
 			if w.stall(q) {
 				active--
 			}
-			if !finished && w.done() {
+			if !finished && over() {
 				finished = true
 				cancel()
 			}
@@ -205,7 +237,7 @@ func (p *DHT) walkWith(ctx context.Context, key string, n int, ask asker, got fu
 		}
 		w.answered(a.from, p.learn(a.peers))
 		stop := a.rec != nil && got != nil && got(a.rec)
-		if !finished && (stop || w.done()) {
+		if !finished && (stop || over()) {
 			finished = true
 			cancel()
 		}

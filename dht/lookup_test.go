@@ -432,30 +432,45 @@ func TestGetValue(t *testing.T) {
 	}
 	key, raw := signedRecord(t, other, 1)
 	ids := idsOf(servers)
-	holders := nearest(kb.ConvertKey(key), ids, Neighbourhood)[2:4]
-	// Put from a server that is not one of them (a PUT to itself fails).
-	putter := dhts[0]
-	if slices.Contains(holders, servers[0].ID()) {
-		putter = dhts[1]
-		if slices.Contains(holders, servers[1].ID()) {
-			putter = dhts[2]
+	// putTo stores from a server that is not one of the holders (a PUT to
+	// itself fails).
+	putTo := func(key string, raw []byte, holders []peer.ID) {
+		t.Helper()
+		for i, s := range servers {
+			if !slices.Contains(holders, s.ID()) {
+				if got := dhts[i].PutTo(ctx, key, raw, holders); got != len(holders) {
+					t.Fatalf("%d of %d holders took the record", got, len(holders))
+				}
+				return
+			}
 		}
 	}
-	if got := putter.PutTo(ctx, key, raw, holders); got != 2 {
-		t.Fatalf("%d of 2 holders took the record", got)
-	}
+	putTo(key, raw, nearest(kb.ConvertKey(key), ids, Neighbourhood)[2:4])
 	if got, err := cd.GetValue(ctx, key); err != nil || !bytes.Equal(got, raw) {
 		t.Fatalf("a record held by two: got %x (%v)", got, err)
+	}
+	// Held by two just outside the neighbourhood, as when the publisher's
+	// walk ended a little short: the lookup goes on and finds it.
+	far, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, raw = signedRecord(t, far, 1)
+	putTo(key, raw, nearest(kb.ConvertKey(key), ids, wideNeighbourhood)[Neighbourhood:Neighbourhood+2])
+	if got, err := cd.GetValue(ctx, key); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("a record held just outside the neighbourhood: got %x (%v)", got, err)
 	}
 	nobody, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ = signedRecord(t, nobody, 1)
+	before := cd.Stats().Widened
 	if _, err := cd.GetValue(ctx, key); !errors.Is(err, routing.ErrNotFound) {
 		t.Fatalf("a key nobody stored: %v, want not found", err)
 	}
-	if s := cd.Stats(); s.Value != 4 || s.Closest != 0 {
-		t.Errorf("counted %d value lookups and %d others, want 4 and 0", s.Value, s.Closest)
+	if s := cd.Stats(); s.Value != 5 || s.Widened != before+1 || s.Closest != 0 {
+		t.Errorf("counted %d value lookups (%d widened, %d by the last) and %d others, want 5 (1 by the last) and 0",
+			s.Value, s.Widened, s.Widened-before, s.Closest)
 	}
 }

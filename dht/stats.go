@@ -18,8 +18,11 @@ import (
 type Stats struct {
 	Closest int64 `json:"closest"` // lookups of the peers closest to a key (inbox replicas, presence puts)
 	Value   int64 `json:"value"`   // lookups of a record (presence resolves)
-	Peer    int64 `json:"peer"`    // lookups of a peer's addresses (streams to a peer not known)
-	Served  int64 `json:"served"`  // requests answered, of any kind
+	// Widened is the part of Value that found no record among the
+	// Neighbourhood nearest peers and went on (see GetValue).
+	Widened int64 `json:"widened"`
+	Peer    int64 `json:"peer"`   // lookups of a peer's addresses (streams to a peer not known)
+	Served  int64 `json:"served"` // requests answered, of any kind
 	// ServedRouting is the part of Served that asked for the peers nearest
 	// a peer ID rather than a record's key: kad-dht's routing-table upkeep
 	// (refresh lookups of random IDs in each bucket, its own ID, the check
@@ -31,13 +34,13 @@ type Stats struct {
 func (s Stats) Lookups() int64 { return s.Closest + s.Value + s.Peer }
 
 type counters struct {
-	closest, value, peer, served, servedRouting atomic.Int64
+	closest, value, widened, peer, served, servedRouting atomic.Int64
 }
 
 // Stats reports the counts so far.
 func (p *DHT) Stats() Stats {
 	return Stats{
-		Closest: p.count.closest.Load(), Value: p.count.value.Load(),
+		Closest: p.count.closest.Load(), Value: p.count.value.Load(), Widened: p.count.widened.Load(),
 		Peer: p.count.peer.Load(), Served: p.count.served.Load(), ServedRouting: p.count.servedRouting.Load(),
 	}
 }

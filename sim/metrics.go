@@ -73,6 +73,7 @@ type DHTWork struct {
 	Lookups float64 `json:"lookups"`
 	Closest float64 `json:"closest"` // inbox replicas, presence puts
 	Value   float64 `json:"value"`   // presence resolves
+	Widened float64 `json:"widened"` // value lookups that went past the neighbourhood (none had the record)
 	Peer    float64 `json:"peer"`    // addresses of a peer to open a stream to
 	Served  float64 `json:"served"`  // requests answered (includes kad-dht's own refreshes)
 	// ServedRouting is the part of Served for kad-dht's routing-table
@@ -175,6 +176,7 @@ func (r *recorder) stopped(i int, bw *metrics.BandwidthCounter, st dht.Stats) {
 	r.bytesDone += bw.GetBandwidthTotals().TotalOut
 	r.dhtDone.Closest += st.Closest
 	r.dhtDone.Value += st.Value
+	r.dhtDone.Widened += st.Widened
 	r.dhtDone.Peer += st.Peer
 	r.dhtDone.Served += st.Served
 	r.dhtDone.ServedRouting += st.ServedRouting
@@ -360,7 +362,7 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 	if hours := simulated.Hours(); hours > 0 {
 		per := func(n int64) float64 { return float64(n) / float64(p.Scenario.Nodes) / hours }
 		res.DHT = DHTWork{
-			Closest: per(r.dhtDone.Closest), Value: per(r.dhtDone.Value), Peer: per(r.dhtDone.Peer),
+			Closest: per(r.dhtDone.Closest), Value: per(r.dhtDone.Value), Widened: per(r.dhtDone.Widened), Peer: per(r.dhtDone.Peer),
 			Lookups: per(r.dhtDone.Lookups()), Served: per(r.dhtDone.Served), ServedRouting: per(r.dhtDone.ServedRouting),
 		}
 		res.ConnsPerNodeHour = per(r.conns.Load())
