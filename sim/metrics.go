@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"slices"
 	"sort"
 	"sync"
@@ -27,6 +28,9 @@ type Result struct {
 	// time (in Wall).
 	Join     time.Duration `json:"join_ns"`
 	JoinWall time.Duration `json:"join_wall_ns"`
+	// EndWall is the wall time the nodes took to stop at the end (in
+	// Wall).
+	EndWall time.Duration `json:"end_wall_ns"`
 
 	Sent       int     `json:"sent"`        // messages written while the sender was up
 	Delivered  int     `json:"delivered"`   // shown at the recipient
@@ -48,7 +52,7 @@ type Result struct {
 	ConnsPerNodeHour float64 `json:"connections_per_node_hour"`
 	MaxHeldItems     int     `json:"max_held_items"` // items held by replicas at once, all nodes
 	MaxHeldBytes     int64   `json:"max_held_bytes"`
-	MemPerNode       float64 `json:"mem_per_node_bytes"`  // peak of live heap (after a GC) + stacks / nodes up
+	MemPerNode       float64 `json:"mem_per_node_bytes"`  // peak of live heap (as the last GC found it) + stacks / nodes up
 	RSSPerNode       float64 `json:"rss_per_node_bytes"`  // peak of the process's resident memory / nodes up
 	GoroutinesNode   float64 `json:"goroutines_per_node"` // peak over the samples
 	// The medians over the samples: a node's cost in the steady state,
@@ -257,9 +261,7 @@ func (r *recorder) sample(at time.Duration, w *world) {
 	// heap overshoots is the collector's policy (GOGC), not the nodes'
 	// need. The process's resident size, which includes that overshoot,
 	// is reported beside it.
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
+	mem := readMemory()
 	s := Sample{At: at, Goroutines: runtime.NumGoroutine()}
 	w.mu.Lock()
 	for _, n := range w.nodes {
@@ -280,8 +282,8 @@ func (r *recorder) sample(at time.Duration, w *world) {
 	}
 	w.mu.Unlock()
 	if s.Up > 0 {
-		s.MemPerNode = float64(ms.HeapAlloc+ms.StackInuse) / float64(s.Up)
-		s.RSSPerNode = float64(residentBytes(&ms)) / float64(s.Up)
+		s.MemPerNode = float64(mem.live+mem.stacks) / float64(s.Up)
+		s.RSSPerNode = float64(mem.resident) / float64(s.Up)
 	}
 	r.mu.Lock()
 	s.Sent = len(r.sends)
@@ -417,17 +419,43 @@ func Spread(rs []*Result) SpreadSummary {
 	return s
 }
 
-// residentBytes is the process's resident set size: from /proc where there
-// is one, otherwise what the Go runtime holds from the system and has not
-// given back.
-func residentBytes(ms *runtime.MemStats) uint64 {
+// memory is what the process holds, in bytes.
+type memory struct {
+	live     uint64 // heap the last collection found live
+	stacks   uint64 // goroutine stacks
+	resident uint64 // resident set size
+}
+
+// readMemory reads the memory figures without stopping anything. The live
+// heap is the last collection's count, at most one cycle old (about a
+// simulated minute at 1000 nodes), rather than a collection forced for
+// the sample: virtual time cannot move while the sampler waits for one,
+// so each stalled the whole swarm (about a second and a half of wall time
+// at 1000 nodes, every simulated minute). The resident size comes from
+// /proc where there is one, otherwise it is what the Go runtime holds from
+// the system and has not given back.
+func readMemory() memory {
+	ms := []rtmetrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+	}
+	rtmetrics.Read(ms)
+	v := func(i int) uint64 {
+		if ms[i].Value.Kind() != rtmetrics.KindUint64 {
+			return 0
+		}
+		return ms[i].Value.Uint64()
+	}
+	m := memory{live: v(0), stacks: v(1), resident: v(2) - v(3)}
 	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
 		var size, resident uint64
 		if _, err := fmt.Sscan(string(b), &size, &resident); err == nil {
-			return resident * uint64(os.Getpagesize())
+			m.resident = resident * uint64(os.Getpagesize())
 		}
 	}
-	return ms.Sys - ms.HeapReleased
+	return m
 }
 
 func median(xs []float64) float64 {

@@ -34,6 +34,7 @@ import (
 type internet struct {
 	tick time.Duration // the arrival grid; 0: exact
 	cut  atomic.Bool   // datagrams between the two sides are lost
+	down atomic.Bool   // every datagram is lost: the simulated world has ended
 
 	mu   sync.RWMutex
 	ends map[netip.AddrPort]*endpoint
@@ -201,8 +202,8 @@ func (a *arrivals) Pop() any {
 var errDeadline = errors.New("sim: read deadline passed")
 
 // WriteTo sends one datagram. Like UDP it never blocks and never fails for
-// the network's sake: a datagram to nowhere, across the cut, or beyond a
-// full queue is lost.
+// the network's sake: a datagram to nowhere, across the cut, after the end
+// or beyond a full queue is lost.
 func (e *endpoint) WriteTo(b []byte, addr net.Addr) (int, error) {
 	now := time.Now()
 	e.mu.Lock()
@@ -213,7 +214,7 @@ func (e *endpoint) WriteTo(b []byte, addr net.Addr) (int, error) {
 	sent, ok := e.up.take(now, len(b))
 	e.mu.Unlock()
 	to := e.nw.endpoint(addr)
-	if !ok || to == nil || (e.nw.cut.Load() && e.side != to.side) {
+	if !ok || to == nil || e.nw.down.Load() || (e.nw.cut.Load() && e.side != to.side) {
 		return len(b), nil
 	}
 	to.arrive(sent.Add(e.oneWay+to.oneWay), e.addr, b)

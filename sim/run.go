@@ -83,10 +83,14 @@ func Run(ctx context.Context, plan *Plan, opt Options) (*Result, error) {
 	simStart := time.Now()
 	w.rec.startedAt = simStart
 	simulated := w.play(simStart)
-	stop() // first: the nodes still up add their traffic and DHT work
+	// First: the nodes still up add their traffic and DHT work. The world
+	// ends here, so they leave without a goodbye (see end).
+	endStart := wallNow()
+	w.end()
+	stop()
 	result := w.rec.result(plan, simulated)
 	result.Wall = wallNow() - wallStart
-	result.Join, result.JoinWall = joined, joinWall
+	result.Join, result.JoinWall, result.EndWall = joined, joinWall, wallNow()-endStart
 	return result, nil
 }
 
@@ -257,7 +261,13 @@ func (w *world) start(i int) error {
 	return nil
 }
 
-func (w *world) stop(i int) {
+func (w *world) stop(i int) { w.stopNode(i, true) }
+
+// stopNode stops node i and records its work. With goodbye, as a user
+// quitting does: it publishes an offline record to its watchers and the
+// DHT, over its host, which closes after it. Without, the host closes
+// first, and a node with no peers has nobody to tell.
+func (w *world) stopNode(i int, goodbye bool) {
 	w.mu.Lock()
 	n := w.nodes[i]
 	w.nodes[i] = nil
@@ -268,23 +278,38 @@ func (w *world) stop(i int) {
 	}
 	host := n.Host()
 	st := n.DHTStats()
+	if !goodbye {
+		host.Close()
+	}
 	n.Close()
 	host.Close()
 	w.rec.stopped(i, bw, st)
 	w.rec.cancel(i)
 }
 
-// stopAll stops every node, many at once: each says goodbye (an offline
-// record to its watchers and the DHT), and one after another that would
-// take a large swarm longer than the run.
-func (w *world) stopAll() {
+// stopAll stops every node still up, many at once: each says goodbye (an
+// offline record to its watchers and the DHT), and one after another that
+// would take a large swarm longer than the run.
+func (w *world) stopAll() { w.stopEvery(true) }
+
+// end ends the simulated world once the run is over: the network drops
+// every datagram, and the nodes stop without a goodbye. Nobody is left to
+// see one, and 1000 goodbyes at once (a lookup and eight stores each,
+// against peers that are leaving too) would cost the wall time of minutes
+// of the workload and add their work to the run's.
+func (w *world) end() {
+	w.nw.down.Store(true)
+	w.stopEvery(false)
+}
+
+func (w *world) stopEvery(goodbye bool) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for i := range w.nodes {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			w.stop(i)
+			w.stopNode(i, goodbye)
 		})
 	}
 	wg.Wait()

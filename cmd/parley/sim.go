@@ -215,8 +215,8 @@ func printSim(w io.Writer, r *sim.Result) {
 	fmt.Fprintf(w, "NOTIFY latency   p50 %.0f ms  p95 %.0f ms  (%d)\n", r.Notify.P50, r.Notify.P95, r.Notify.N)
 	fmt.Fprintf(w, "per node         %.2f MB live heap+stack (median %.2f; %.2f MB resident), %.0f goroutines (median %.0f), %.0f open connections (median; %.0f kept), %.0f KB sent\n",
 		r.MemPerNode/1e6, r.MemSteady/1e6, r.RSSPerNode/1e6, r.GoroutinesNode, r.GoroutinesSteady, r.ConnsSteady, r.KeptSteady, r.BytesPerNode/1e3)
-	fmt.Fprintf(w, "time             %v simulated in %v wall, after joining (%v simulated, %v wall)\n",
-		r.Simulated.Round(time.Second), (r.Wall - r.JoinWall).Round(time.Second), r.Join.Round(time.Second), r.JoinWall.Round(time.Second))
+	fmt.Fprintf(w, "time             %v simulated in %v wall, after joining (%v simulated, %v wall), and %v wall to stop\n",
+		r.Simulated.Round(time.Second), (r.Wall - r.JoinWall - r.EndWall).Round(time.Second), r.Join.Round(time.Second), r.JoinWall.Round(time.Second), r.EndWall.Round(time.Second))
 	fmt.Fprintf(w, "DHT per node-h   %.1f lookups (%.1f closest, %.1f value of which %.1f widened, %.1f peer), %.0f requests served (%.0f for routing), %.0f connections\n", r.DHT.Lookups, r.DHT.Closest, r.DHT.Value, r.DHT.Widened, r.DHT.Peer, r.DHT.Served, r.DHT.ServedRouting, r.ConnsPerNodeHour)
 	fmt.Fprintf(w, "replicas         at most %d items held at once\n", r.MaxHeldItems)
 	for _, n := range r.Notes {
