@@ -294,9 +294,9 @@ func (w *world) stopAll() { w.stopEvery(true) }
 
 // end ends the simulated world once the run is over: the network drops
 // every datagram, and the nodes stop without a goodbye. Nobody is left to
-// see one, and 1000 goodbyes at once (a lookup and eight stores each,
-// against peers that are leaving too) would cost the wall time of minutes
-// of the workload and add their work to the run's.
+// see one, and every node's goodbye at once (a lookup and eight stores
+// each, against peers that are leaving too) would add its work to the
+// run's counts and its time to the run's wall time.
 func (w *world) end() {
 	w.nw.down.Store(true)
 	w.stopEvery(false)
