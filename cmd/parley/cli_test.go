@@ -556,6 +556,10 @@ func TestSimErrors(t *testing.T) {
 	expectError(t, "use 0 for none", "sim", "--churn", "-0.1")
 	expectError(t, "use 0 for none", "sim", "--rate", "-5")
 	expectError(t, "use 4 to 5000", "sim", "--nodes", "2")
+	// 0 is the Scenario's "default": given on the command line it is refused,
+	// not quietly replaced.
+	expectError(t, "--nodes 0: must be more than 0", "sim", "--nodes", "0")
+	expectError(t, "--settle 0s: must be more than 0", "sim", "--settle", "0")
 	expectError(t, "someone must serve the DHT", "sim", "--client-share", "0.99")
 	expectError(t, "use 0 for exact", "sim", "--tick", "-1ms")
 	expectError(t, "use 0 (exact) to 10ms", "sim", "--tick", "1s")

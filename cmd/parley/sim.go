@@ -47,6 +47,20 @@ func newSim(g *globals) *cobra.Command {
 					*v.v = -1
 				}
 			}
+			// The Scenario reads 0 as "the default": a 0 given here would
+			// silently run something else than asked for.
+			for _, v := range []struct {
+				flag string
+				zero bool
+			}{
+				{"nodes", sc.Nodes <= 0}, {"contacts", sc.Contacts <= 0}, {"conn-low", sc.ConnLow <= 0}, {"conn-high", sc.ConnHigh <= 0},
+				{"duration", sc.Duration <= 0}, {"settle", sc.Settle <= 0}, {"latency", sc.ServerLatency <= 0},
+				{"client-latency", sc.ClientLatency <= 0}, {"downtime", sc.Downtime <= 0}, {"republish", sc.Republish <= 0},
+			} {
+				if v.zero && cmd.Flags().Changed(v.flag) {
+					return fmt.Errorf("--%s %s: must be more than 0", v.flag, cmd.Flags().Lookup(v.flag).Value)
+				}
+			}
 			switch {
 			case sc.Tick < 0:
 				return fmt.Errorf("--tick %v: cannot be negative; use 0 for exact delivery times", sc.Tick)
