@@ -96,12 +96,8 @@ func Parse(data []byte) (*pb.PresenceRecord, error) {
 }
 
 // Verify checks that rec may be stored under key at time now: the key names
-// the record's peer, the peer signed it, and it has not expired.
-func Verify(key string, rec *pb.PresenceRecord, now time.Time) error {
-	return (*Checked)(nil).Verify(key, rec, now)
-}
-
-// Verify is the package's Verify, with the signature check remembered.
+// the record's peer, the peer signed it, and it has not expired. A good
+// signature is remembered; a nil c checks every time.
 func (c *Checked) Verify(key string, rec *pb.PresenceRecord, now time.Time) error {
 	p, err := peer.IDFromBytes(rec.PeerId)
 	if err != nil {

@@ -279,10 +279,10 @@ func (w *world) stopNode(i int, goodbye bool) {
 	host := n.Host()
 	st := n.DHTStats()
 	if !goodbye {
-		host.Close()
+		host.Close() // first, so that the node finds nobody to tell
 	}
 	n.Close()
-	host.Close()
+	host.Close() // a second Close does nothing
 	w.rec.stopped(i, bw, st)
 	w.rec.cancel(i)
 }
