@@ -48,7 +48,7 @@ func newEnd(t *testing.T) *end {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestLearnCollects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,11 @@ type Config struct {
 	Host host.Host
 	// ConnLow and ConnHigh are the connection manager's watermarks.
 	ConnLow, ConnHigh int
+	// NoSync commits the database without flushing it to disk: nothing is
+	// lost when the process stops or crashes, but what the last moments
+	// wrote may be when the machine does (store.Options). For simulations
+	// and throwaway test nodes, never for a user's node.
+	NoSync bool
 	// SendWait is how long Send waits for delivery before answering with
 	// the message still queued; default 5 s.
 	SendWait time.Duration
@@ -210,7 +215,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("node: %w", err)
 	}
 	dbPath := filepath.Join(n.cfg.Home, DBFile)
-	if n.store, err = store.Open(dbPath); err != nil {
+	if n.store, err = store.Open(dbPath, store.Options{NoSync: n.cfg.NoSync}); err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return fmt.Errorf("another parley daemon is already running with home %s; stop it first or use another --home", n.cfg.Home)
 		}

@@ -31,7 +31,7 @@ func (a acker) Send(_ context.Context, _ peer.ID, msgs []*pb.Message) ([]direct.
 // Before, Wake took only messages the store already called Stored, and a
 // wake landing in that gap left the message parked until the next one.
 func TestWakeSendsWhatTheScheduleDropped(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

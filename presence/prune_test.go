@@ -26,7 +26,7 @@ func loopbackHost(t *testing.T) host.Host {
 
 func serviceOn(t *testing.T, h host.Host) *Service {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

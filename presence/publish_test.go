@@ -68,7 +68,7 @@ func startPublishingAfter(t *testing.T, d DHT, before func(*Service)) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

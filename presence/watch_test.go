@@ -17,7 +17,7 @@ import (
 
 func newService(t *testing.T, maxWatchers int, mode Visibility) *Service {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func (d *countingDHT) GetValue(context.Context, string) ([]byte, error) {
 // its own word that it left, so the next watch does not look it up in the
 // DHT; only after the quiet gap is it looked up again.
 func TestOfflineNotifyIsNotLookedUpAtOnce(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

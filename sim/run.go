@@ -215,6 +215,8 @@ func (w *world) start(i int) error {
 	cfg := node.Config{
 		Home: filepath.Join(w.opt.Dir, fmt.Sprint("n", i)), Identity: w.ids[i], Host: h,
 		DHTMode: "server", Logger: slog.New(slog.DiscardHandler),
+		// A node's crash here is its stop: the page cache outlives it.
+		NoSync: true,
 	}
 	cfg.Presence.Republish, cfg.Presence.Lifetime = sc.Republish, 3*sc.Republish
 	if w.plan.Client[i] {

@@ -11,7 +11,7 @@ import (
 // BenchmarkCommit is the floor under every acknowledged message: one
 // durable commit of one received message (bbolt syncs data, then meta).
 func BenchmarkCommit(b *testing.B) {
-	s, err := Open(filepath.Join(b.TempDir(), "parley.db"))
+	s, err := Open(filepath.Join(b.TempDir(), "parley.db"), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 func open(t *testing.T) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "parley.db")
-	s, err := Open(path)
+	s, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestPersistsAcrossReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s2, err := Open(path)
+	s2, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +157,39 @@ func TestPersistsAcrossReopen(t *testing.T) {
 	}
 	if p, err := s2.Contact("bob"); err != nil || p != bob {
 		t.Fatalf("contact after reopen: %v %v", p, err)
+	}
+}
+
+// TestWrittenBeforeReturn reads a copy of the file taken while the store is
+// still open, as a node restarted after a crash would: with or without the
+// flush to disk, a write is in the file once the call returns.
+func TestWrittenBeforeReturn(t *testing.T) {
+	for _, o := range []Options{{}, {NoSync: true}} {
+		path := filepath.Join(t.TempDir(), "parley.db")
+		s, err := Open(path, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Queue(out(bob, 1)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		copied := filepath.Join(t.TempDir(), "copy.db")
+		if err := os.WriteFile(copied, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s2, err := Open(copied, Options{})
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
+		if p, _ := s2.Pending(); len(p) != 1 {
+			t.Errorf("%+v: pending in the file while open: %d", o, len(p))
+		}
+		s2.Close()
 	}
 }
 
@@ -195,7 +228,7 @@ func TestContacts(t *testing.T) {
 
 func TestSecondOpenIsLocked(t *testing.T) {
 	_, path := open(t)
-	if _, err := Open(path); !errors.Is(err, ErrLocked) {
+	if _, err := Open(path, Options{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
 	}
 }
@@ -209,7 +242,7 @@ func TestCorruptDatabase(t *testing.T) {
 	if err := os.WriteFile(path, junk, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(path)
+	_, err := Open(path, Options{})
 	if err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("Open of junk: %v", err)
 	}
