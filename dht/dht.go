@@ -88,6 +88,8 @@ type Config struct {
 type DHT struct {
 	*kaddht.IpfsDHT
 	local     *records.ValueStore // the same records kad-dht serves, for our own puts and gets
+	values    ds.Datastore        // where local keeps them
+	handoff   *handoff
 	validator record.Validator
 	pm        *kadpb.ProtocolMessenger
 	count     *counters
@@ -134,18 +136,17 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	nv := record.NamespacedValidator{presence.Namespace: presence.Validator{Now: cfg.Now, Checked: cfg.Checked}}
 	values := dssync.MutexWrap(ds.NewMapDatastore())
 	opts = append(opts, kaddht.Validator(nv), kaddht.ValueDatastore(values))
-	dh := h
-	if !cfg.PinTable {
-		dh = unpinned{Host: h, cm: tagsNotPins{h.ConnManager()}}
-	}
+	ho := new(handoff)
+	dh := tableHost{Host: h, cm: tableConns{ConnManager: h.ConnManager(), pin: cfg.PinTable, added: ho.met}}
 	d, err := kaddht.New(dh, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
-	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), validator: nv, pm: pm, count: count,
-		onClosest: cfg.OnClosest, period: period}
+	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), values: values, handoff: ho,
+		validator: nv, pm: pm, count: count, onClosest: cfg.OnClosest, period: period}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	ho.dht.Store(p)
 	if period > 0 {
 		p.refresher = startRefresher(period, func() { p.refresh(false) })
 	}
@@ -171,6 +172,7 @@ func (p *DHT) Bootstrap(context.Context) error {
 // Close ends the refreshes and their walks, then kad-dht.
 func (p *DHT) Close() error {
 	p.cancel()
+	p.handoff.close()
 	if p.refresher != nil {
 		p.refresher.stop()
 	}

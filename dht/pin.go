@@ -16,29 +16,48 @@ const kbucketTag = "kbucket"
 // connections are among the last trimmed, but trimmed they can be.
 const pinnedValue = 10
 
-// unpinned hands kad-dht a host whose connection manager turns its pins
-// into high tags (see Config.PinTable). Measured in the simulator (300
-// nodes, 20 % servers): open connections per node 24 -> 18, goroutines
-// 110 -> 91, wall time +4 % (more first hops need a handshake).
-type unpinned struct {
+// tableHost hands kad-dht a host whose connection manager learns of each
+// peer that enters the routing table (kad-dht tags or pins it there, under
+// the table's lock), to hand it the records it should hold (see handoff),
+// and unless pin is set turns kad-dht's pins into high tags (see
+// Config.PinTable). Measured in the simulator (300 nodes, 20 % servers):
+// open connections per node 24 -> 18, goroutines 110 -> 91, wall time +4 %
+// (more first hops need a handshake).
+type tableHost struct {
 	host.Host
 	cm connmgr.ConnManager
 }
 
-func (h unpinned) ConnManager() connmgr.ConnManager { return h.cm }
+func (h tableHost) ConnManager() connmgr.ConnManager { return h.cm }
 
-type tagsNotPins struct{ connmgr.ConnManager }
-
-func (c tagsNotPins) Protect(p peer.ID, tag string) {
-	if tag == kbucketTag {
-		c.TagPeer(p, tag, pinnedValue)
-		return
-	}
-	c.ConnManager.Protect(p, tag)
+type tableConns struct {
+	connmgr.ConnManager
+	pin   bool
+	added func(peer.ID) // must not block
 }
 
-func (c tagsNotPins) Unprotect(p peer.ID, tag string) bool {
+func (c tableConns) Protect(p peer.ID, tag string) {
+	if tag != kbucketTag {
+		c.ConnManager.Protect(p, tag)
+		return
+	}
+	c.added(p)
+	if c.pin {
+		c.ConnManager.Protect(p, tag)
+	} else {
+		c.ConnManager.TagPeer(p, tag, pinnedValue)
+	}
+}
+
+func (c tableConns) TagPeer(p peer.ID, tag string, value int) {
 	if tag == kbucketTag {
+		c.added(p)
+	}
+	c.ConnManager.TagPeer(p, tag, value)
+}
+
+func (c tableConns) Unprotect(p peer.ID, tag string) bool {
+	if tag == kbucketTag && !c.pin {
 		return false // never pinned; kad-dht untags it next
 	}
 	return c.ConnManager.Unprotect(p, tag)

@@ -12,13 +12,13 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 )
 
-func newHost(t *testing.T) host.Host {
+func newHost(t *testing.T, opts ...libp2p.Option) host.Host {
 	t.Helper()
 	cm, err := connmgr.NewConnManager(4, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ConnectionManager(cm))
+	h, err := libp2p.New(append(opts, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ConnectionManager(cm))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,13 +28,16 @@ type Stats struct {
 	// (refresh lookups of random IDs in each bucket, its own ID, the check
 	// of a peer before it enters a table) and FindPeer.
 	ServedRouting int64 `json:"served_routing"`
+	// HandedOff is how many records this server stored at a server that
+	// joined their neighbourhood after them (see handoff).
+	HandedOff int64 `json:"handed_off"`
 }
 
 // Lookups is how many lookups Parley started, of any kind.
 func (s Stats) Lookups() int64 { return s.Closest + s.Value + s.Peer }
 
 type counters struct {
-	closest, value, widened, peer, served, servedRouting atomic.Int64
+	closest, value, widened, peer, served, servedRouting, handedOff atomic.Int64
 }
 
 // Stats reports the counts so far.
@@ -42,6 +45,7 @@ func (p *DHT) Stats() Stats {
 	return Stats{
 		Closest: p.count.closest.Load(), Value: p.count.value.Load(), Widened: p.count.widened.Load(),
 		Peer: p.count.peer.Load(), Served: p.count.served.Load(), ServedRouting: p.count.servedRouting.Load(),
+		HandedOff: p.count.handedOff.Load(),
 	}
 }
 

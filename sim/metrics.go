@@ -83,6 +83,9 @@ type DHTWork struct {
 	// ServedRouting is the part of Served for kad-dht's routing-table
 	// upkeep: peers nearest a peer ID, not a record's key (dht.Stats).
 	ServedRouting float64 `json:"served_routing"`
+	// HandedOff is records a server stored at a newcomer to their
+	// neighbourhood (dht.Stats).
+	HandedOff float64 `json:"handed_off"`
 }
 
 // Latency is a distribution's summary, in milliseconds.
@@ -184,6 +187,7 @@ func (r *recorder) stopped(i int, bw *metrics.BandwidthCounter, st dht.Stats) {
 	r.dhtDone.Peer += st.Peer
 	r.dhtDone.Served += st.Served
 	r.dhtDone.ServedRouting += st.ServedRouting
+	r.dhtDone.HandedOff += st.HandedOff
 	r.mu.Unlock()
 }
 
@@ -366,6 +370,7 @@ func (r *recorder) result(p *Plan, simulated time.Duration) *Result {
 		res.DHT = DHTWork{
 			Closest: per(r.dhtDone.Closest), Value: per(r.dhtDone.Value), Widened: per(r.dhtDone.Widened), Peer: per(r.dhtDone.Peer),
 			Lookups: per(r.dhtDone.Lookups()), Served: per(r.dhtDone.Served), ServedRouting: per(r.dhtDone.ServedRouting),
+			HandedOff: per(r.dhtDone.HandedOff),
 		}
 		res.ConnsPerNodeHour = per(r.conns.Load())
 	}

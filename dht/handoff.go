@@ -1,0 +1,180 @@
+package dht
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	dsq "github.com/ipfs/go-datastore/query"
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	recpb "github.com/libp2p/go-libp2p-record/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-p2p/parley/presence"
+)
+
+// Handing records on is Kademlia's own rule (Maymounkov and Mazières,
+// §2.5): a server that holds a record and meets a new server among the
+// record's nearest peers stores the record there. A publisher's walk finds
+// the neighbourhood of the moment; servers that join afterwards nearer the
+// key are unknown to it until its next republish, and a read that reaches
+// them finds nothing. In a swarm brought up at once (a thousand nodes take
+// three minutes to join), an early publisher's record once sat at only one
+// of the sixteen peers nearest its key when a contact looked it up. A
+// server that comes back with an empty store gets the records it should
+// hold the same way.
+//
+// Kademlia has every holder among the key's nearest hand the record on,
+// so a newcomer gets up to Neighbourhood copies of each record it should
+// hold; in a simulated swarm of 1000 forming at once that was 1100 PUTs a
+// node-hour, three times the requests served before. Here only a holder
+// with fewer than handers other peers it knows nearer the key hands it on
+// (so three copies at most), and not twice to the same peer within a
+// republish interval (a peer leaves and re-enters a routing table as it
+// misses answers). A holder far from the key (a publisher holds its own
+// record; a walk may end short) leaves it to those near. If none of the
+// nearest meets the newcomer, the publisher's next republish reaches it.
+const handers = 3
+
+// handoffQueue bounds the newcomers waiting to be checked; one that does
+// not fit is skipped (the publisher's next republish reaches it).
+const handoffQueue = 64
+
+// handoff queues the servers that entered the routing table and checks
+// them, one after another, on a goroutine that lives only while the queue
+// is not empty.
+type handoff struct {
+	dht atomic.Pointer[DHT] // nil until New has built it
+
+	mu      sync.Mutex
+	queue   []peer.ID
+	running bool
+	closed  bool
+}
+
+// met is told, by kad-dht under its routing table's lock, that id entered
+// the table: it must not block.
+func (h *handoff) met(id peer.ID) {
+	p := h.dht.Load()
+	if p == nil {
+		return // still being built: it holds nothing yet
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || len(h.queue) >= handoffQueue {
+		return
+	}
+	for _, q := range h.queue {
+		if q == id {
+			return
+		}
+	}
+	h.queue = append(h.queue, id)
+	if !h.running {
+		h.running = true
+		p.bg.Add(1)
+		go p.handOff()
+	}
+}
+
+// close stops new work; the running check ends at its next newcomer.
+func (h *handoff) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.queue = nil
+	h.mu.Unlock()
+}
+
+// busy reports whether newcomers are queued or being checked.
+func (h *handoff) busy() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.running
+}
+
+func (h *handoff) next() (peer.ID, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || len(h.queue) == 0 {
+		h.running = false
+		return "", false
+	}
+	id := h.queue[0]
+	h.queue = h.queue[1:]
+	return id, true
+}
+
+func (p *DHT) handOff() {
+	defer p.bg.Done()
+	for {
+		id, ok := p.handoff.next()
+		if !ok {
+			return
+		}
+		p.handTo(p.ctx, id)
+	}
+}
+
+// handTo stores at newcomer every record held here whose neighbourhood it
+// entered, if this server is in that neighbourhood too.
+func (p *DHT) handTo(ctx context.Context, newcomer peer.ID) {
+	if p.Mode() != kaddht.ModeServer || newcomer == p.Host().ID() {
+		return // a client holds no records
+	}
+	self := p.Host().ID()
+	for _, rec := range p.held(ctx) {
+		key := string(rec.GetKey())
+		nearest := p.RoutingTable().NearestPeers(kb.ConvertKey(key), Neighbourhood)
+		if !containsPeer(nearest, newcomer) || nearer(nearest, self, newcomer, key) >= handers {
+			continue
+		}
+		if p.validator.Validate(key, rec.GetValue()) != nil {
+			continue // expired since it was stored: not worth handing on
+		}
+		if p.putTo(ctx, newRecord(key, rec.GetValue()), []peer.ID{newcomer}) == 1 {
+			p.count.handedOff.Add(1)
+		}
+	}
+}
+
+// held is the presence records this server stores for others (and its own).
+func (p *DHT) held(ctx context.Context) []*recpb.Record {
+	res, err := p.values.Query(ctx, dsq.Query{Prefix: "/" + presence.Namespace})
+	if err != nil {
+		return nil
+	}
+	entries, err := res.Rest()
+	if err != nil {
+		return nil
+	}
+	recs := make([]*recpb.Record, 0, len(entries))
+	for _, e := range entries {
+		rec := new(recpb.Record)
+		if proto.Unmarshal(e.Value, rec) == nil && len(rec.GetKey()) > 0 {
+			recs = append(recs, rec)
+		}
+	}
+	return recs
+}
+
+// nearer counts the peers of ids, but for newcomer, nearer key than self.
+func nearer(ids []peer.ID, self, newcomer peer.ID, key string) int {
+	n := 0
+	for _, id := range ids {
+		if id != newcomer && kb.Closer(id, self, key) {
+			n++
+		}
+	}
+	return n
+}
+
+func containsPeer(ids []peer.ID, id peer.ID) bool {
+	for _, q := range ids {
+		if q == id {
+			return true
+		}
+	}
+	return false
+}

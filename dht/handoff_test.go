@@ -1,0 +1,84 @@
+package dht
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// TestHandoff: a server that holds a record and meets a newcomer in the
+// record's neighbourhood stores the record there, as Kademlia's rule has
+// it; the holder nearest the key hands it on, and a holder far from the
+// key, which meets the newcomer too, leaves it to those near.
+func TestHandoff(t *testing.T) {
+	const n = 12
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	servers, dhts := meshServers(ctx, t, n)
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, raw := signedRecord(t, priv, 1)
+	ids := idsOf(servers)
+	byDistance := nearest(kb.ConvertKey(key), ids, n)
+	near, far := slices.Index(ids, byDistance[0]), slices.Index(ids, byDistance[n-1])
+	from := slices.Index(ids, byDistance[1]) // a PUT to itself fails
+	if got := dhts[from].PutTo(ctx, key, raw, []peer.ID{ids[near], ids[far]}); got != 2 {
+		t.Fatalf("%d of 2 holders took the record", got)
+	}
+
+	// The newcomer is nearer the key than every server.
+	var newKey crypto.PrivKey
+	for newKey == nil {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, _ := peer.IDFromPrivateKey(k); kb.Closer(id, ids[near], key) {
+			newKey = k
+		}
+	}
+	h := newHost(t, libp2p.Identity(newKey))
+	d, err := New(h, Config{Mode: Server, Refresh: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, i := range []int{far, near} {
+		if err := h.Connect(ctx, peer.AddrInfo{ID: ids[i], Addrs: servers[i].Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		if rec, err := d.local.Get(ctx, key); err == nil && rec != nil && bytes.Equal(rec.GetValue(), raw) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the newcomer never got the record from the holder near it")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := dhts[near].Stats().HandedOff; got != 1 {
+		t.Errorf("the near holder handed on %d records, want 1", got)
+	}
+	// The far holder has met the newcomer too by now (it is in its table)
+	// and checked it, or is checking it: wait for its check to end.
+	for dhts[far].RoutingTable().Find(h.ID()) == "" || dhts[far].handoff.busy() {
+		if ctx.Err() != nil {
+			t.Fatal("the far holder never met the newcomer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := dhts[far].Stats().HandedOff; got != 0 {
+		t.Errorf("the far holder handed on %d records, want 0: it is not in the key's neighbourhood", got)
+	}
+}
