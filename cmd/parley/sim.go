@@ -23,14 +23,15 @@ import (
 
 // The simulator keeps within the memory goal of 5 MB per node (counted as
 // the process's resident memory over the nodes) with a soft limit for the
-// Go runtime: without it the heap may grow to twice what is live, and
-// while a thousand nodes join (the live heap then peaks at 3.4 MB a node)
-// that reached 5.5 MB a node. Near the limit the collector runs more
-// often: the run pays in CPU rather than memory. File pages (the nodes'
-// databases, mapped) come on top, about 0.15 MB a node.
+// Go runtime, set above what a node needs once the swarm has formed (4.3
+// to 4.5 MB resident at 1000 nodes): without it the heap may grow to twice
+// what is live, and while a thousand nodes join (the live heap then peaks
+// at 3.4 MB a node) that reached 5.5 MB a node. Only then does the
+// collector run more often: the run pays in CPU rather than memory. The
+// nodes' databases, mapped from files, come on top (about 0.15 MB a node).
 const (
-	simMemoryPerNode = 4_500_000
-	simMemoryBase    = 64 << 20
+	simMemoryPerNode = 4_700_000
+	simMemoryBase    = 32 << 20
 )
 
 func newSim(g *globals) *cobra.Command {
@@ -44,8 +45,8 @@ func newSim(g *globals) *cobra.Command {
 		Long: "Run N real Parley nodes over a simulated network in virtual time, with churn, an optional\n" +
 			"partition, and a message and presence workload fixed by --seed. Prints the plan's digest,\n" +
 			"a progress line on stderr, then the results (--json for machine-readable output;\n" +
-			"--report FILE.html for a page with plots). The Go memory limit is set to 4.5 MB per node\n" +
-			"(plus 64 MB) unless GOMEMLIMIT is. See docs/simulation.md.",
+			"--report FILE.html for a page with plots). The Go memory limit is set to 4.7 MB per node\n" +
+			"(plus 32 MB) unless GOMEMLIMIT is. See docs/simulation.md.",
 		Args: exactArgs(0, "sim [--nodes N] [--duration D] [--seed S] [--json] [--report FILE.html] …"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// On the command line 0 means none (the Scenario's zero is
