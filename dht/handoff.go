@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -66,10 +67,8 @@ func (h *handoff) met(id peer.ID) {
 	if h.closed || len(h.queue) >= handoffQueue {
 		return
 	}
-	for _, q := range h.queue {
-		if q == id {
-			return
-		}
+	if slices.Contains(h.queue, id) {
+		return
 	}
 	h.queue = append(h.queue, id)
 	if !h.running {
@@ -127,7 +126,7 @@ func (p *DHT) handTo(ctx context.Context, newcomer peer.ID) {
 	for _, rec := range p.held(ctx) {
 		key := string(rec.GetKey())
 		nearest := p.RoutingTable().NearestPeers(kb.ConvertKey(key), Neighbourhood)
-		if !containsPeer(nearest, newcomer) || nearer(nearest, self, newcomer, key) >= handers {
+		if !slices.Contains(nearest, newcomer) || nearer(nearest, self, newcomer, key) >= handers {
 			continue
 		}
 		if p.validator.Validate(key, rec.GetValue()) != nil {
@@ -168,13 +167,4 @@ func nearer(ids []peer.ID, self, newcomer peer.ID, key string) int {
 		}
 	}
 	return n
-}
-
-func containsPeer(ids []peer.ID, id peer.ID) bool {
-	for _, q := range ids {
-		if q == id {
-			return true
-		}
-	}
-	return false
 }
