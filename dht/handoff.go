@@ -44,8 +44,8 @@ const handers = 3
 const handoffQueue = 64
 
 // handoff queues the servers that entered the routing table and checks
-// them, one after another, on a goroutine that lives only while the queue
-// is not empty.
+// them, all those queued at once together, on a goroutine that lives only
+// while the queue is not empty.
 type handoff struct {
 	dht atomic.Pointer[DHT] // nil until New has built it
 
@@ -93,49 +93,105 @@ func (h *handoff) busy() bool {
 	return h.running
 }
 
-func (h *handoff) next() (peer.ID, bool) {
+// take empties the queue into a batch; it is empty when the queue was.
+func (h *handoff) take() []peer.ID {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed || len(h.queue) == 0 {
 		h.running = false
-		return "", false
+		return nil
 	}
-	id := h.queue[0]
-	h.queue = h.queue[1:]
-	return id, true
+	batch := h.queue
+	h.queue = nil
+	return batch
 }
 
 func (p *DHT) handOff() {
 	defer p.bg.Done()
 	for {
-		id, ok := p.handoff.next()
-		if !ok {
+		batch := p.handoff.take()
+		if len(batch) == 0 {
 			return
 		}
-		p.handTo(p.ctx, id)
+		p.handTo(p.ctx, batch)
 	}
 }
 
-// handTo stores at newcomer every record held here whose neighbourhood it
-// entered, if this server is in that neighbourhood too.
-func (p *DHT) handTo(ctx context.Context, newcomer peer.ID) {
-	if p.Mode() != kaddht.ModeServer || newcomer == p.Host().ID() {
+// handTo stores at each newcomer every record held here whose
+// neighbourhood it entered, if this server is in that neighbourhood too.
+//
+// Most records are far from a given newcomer. Telling so compares the
+// newcomer's distance to the key with the table's peers, hashed into the
+// keyspace once for the whole batch: no sort and no allocation per record.
+// Only a newcomer among the key's nearest gets the full check, against the
+// table as it is then.
+func (p *DHT) handTo(ctx context.Context, newcomers []peer.ID) {
+	if p.Mode() != kaddht.ModeServer {
 		return // a client holds no records
 	}
 	self := p.Host().ID()
-	for _, rec := range p.held(ctx) {
+	newcomers = slices.DeleteFunc(newcomers, func(id peer.ID) bool { return id == self })
+	if len(newcomers) == 0 {
+		return
+	}
+	recs := p.held(ctx)
+	if len(recs) == 0 {
+		return
+	}
+	table := keyspaceIDs(p.RoutingTable().ListPeers())
+	comers := keyspaceIDs(newcomers)
+	for _, rec := range recs {
 		key := string(rec.GetKey())
-		nearest := p.RoutingTable().NearestPeers(kb.ConvertKey(key), Neighbourhood)
-		if !slices.Contains(nearest, newcomer) || nearer(nearest, self, newcomer, key) >= handers {
-			continue
-		}
-		if p.validator.Validate(key, rec.GetValue()) != nil {
-			continue // expired since it was stored: not worth handing on
-		}
-		if p.putTo(ctx, newRecord(key, rec.GetValue()), []peer.ID{newcomer}) == 1 {
-			p.count.handedOff.Add(1)
+		target := kb.ConvertKey(key)
+		for i, newcomer := range newcomers {
+			if nearerThan(target, comers[i], table, Neighbourhood) >= Neighbourhood {
+				continue
+			}
+			nearest := p.RoutingTable().NearestPeers(target, Neighbourhood)
+			if !slices.Contains(nearest, newcomer) || nearer(nearest, self, newcomer, key) >= handers {
+				continue
+			}
+			if p.validator.Validate(key, rec.GetValue()) != nil {
+				continue // expired since it was stored: not worth handing on
+			}
+			if p.putTo(ctx, newRecord(key, rec.GetValue()), []peer.ID{newcomer}) == 1 {
+				p.count.handedOff.Add(1)
+			}
 		}
 	}
+}
+
+func keyspaceIDs(ids []peer.ID) []kb.ID {
+	out := make([]kb.ID, len(ids))
+	for i, id := range ids {
+		out[i] = kb.ConvertPeerID(id)
+	}
+	return out
+}
+
+// nearerThan counts the peers of others nearer target than id, up to
+// limit (it stops there).
+func nearerThan(target, id kb.ID, others []kb.ID, limit int) int {
+	n := 0
+	for _, o := range others {
+		if closerTo(target, o, id) {
+			if n++; n == limit {
+				break
+			}
+		}
+	}
+	return n
+}
+
+// closerTo reports whether a is nearer target than b (XOR distance).
+func closerTo(target, a, b kb.ID) bool {
+	for i := range target {
+		da, db := a[i]^target[i], b[i]^target[i]
+		if da != db {
+			return da < db
+		}
+	}
+	return false
 }
 
 // held is the presence records this server stores for others (and its own).

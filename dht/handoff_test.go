@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -80,5 +81,29 @@ func TestHandoff(t *testing.T) {
 	}
 	if got := dhts[far].Stats().HandedOff; got != 0 {
 		t.Errorf("the far holder handed on %d records, want 0: it is not in the key's neighbourhood", got)
+	}
+}
+
+// TestNearerThan: the count made without sorting agrees with comparing
+// XOR distances, and stops at its limit.
+func TestNearerThan(t *testing.T) {
+	target := kb.ConvertKey("/presence/key")
+	var ids []kb.ID
+	for i := range 50 {
+		ids = append(ids, kb.ConvertKey(fmt.Sprint("peer ", i)))
+	}
+	for _, id := range ids {
+		want := 0
+		for _, o := range ids {
+			if bytes.Compare(xor(o, target), xor(id, target)) < 0 {
+				want++
+			}
+		}
+		if got := nearerThan(target, id, ids, len(ids)); got != want {
+			t.Fatalf("%d peers nearer, want %d", got, want)
+		}
+		if got := nearerThan(target, id, ids, Neighbourhood); got != min(want, Neighbourhood) {
+			t.Fatalf("with a limit of %d: %d peers nearer, want %d", Neighbourhood, got, min(want, Neighbourhood))
+		}
 	}
 }
