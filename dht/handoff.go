@@ -119,18 +119,18 @@ func (p *DHT) handOff() {
 
 // handTo stores at each newcomer every record held here whose
 // neighbourhood it entered, if this server is in that neighbourhood too.
-//
-// Most records are far from a given newcomer. Telling so compares the
-// newcomer's distance to the key with the table's peers, hashed into the
-// keyspace once for the whole batch: no sort and no allocation per record.
-// Only a newcomer among the key's nearest gets the full check, against the
-// table as it is then.
+// It works from one snapshot of the routing table, hashed into the
+// keyspace once for the whole batch: no sort and no allocation per record
+// (kbucket's NearestPeers per record and newcomer was ~1.5 % of a
+// simulated swarm's CPU, and 4.5 % of what it allocated).
 func (p *DHT) handTo(ctx context.Context, newcomers []peer.ID) {
 	if p.Mode() != kaddht.ModeServer {
 		return // a client holds no records
 	}
-	self := p.Host().ID()
-	newcomers = slices.DeleteFunc(newcomers, func(id peer.ID) bool { return id == self })
+	ids := p.RoutingTable().ListPeers()
+	// A newcomer gone from the table since it was queued is skipped: the
+	// records' nearest are the table's.
+	newcomers = slices.DeleteFunc(newcomers, func(id peer.ID) bool { return !slices.Contains(ids, id) })
 	if len(newcomers) == 0 {
 		return
 	}
@@ -138,17 +138,12 @@ func (p *DHT) handTo(ctx context.Context, newcomers []peer.ID) {
 	if len(recs) == 0 {
 		return
 	}
-	table := keyspaceIDs(p.RoutingTable().ListPeers())
-	comers := keyspaceIDs(newcomers)
+	self, table, comers := kb.ConvertPeerID(p.Host().ID()), keyspaceIDs(ids), keyspaceIDs(newcomers)
 	for _, rec := range recs {
 		key := string(rec.GetKey())
 		target := kb.ConvertKey(key)
 		for i, newcomer := range newcomers {
-			if nearerThan(target, comers[i], table, Neighbourhood) >= Neighbourhood {
-				continue
-			}
-			nearest := p.RoutingTable().NearestPeers(target, Neighbourhood)
-			if !slices.Contains(nearest, newcomer) || nearer(nearest, self, newcomer, key) >= handers {
+			if !handsOn(target, self, comers[i], table) {
 				continue
 			}
 			if p.validator.Validate(key, rec.GetValue()) != nil {
@@ -159,6 +154,24 @@ func (p *DHT) handTo(ctx context.Context, newcomers []peer.ID) {
 			}
 		}
 	}
+}
+
+// handsOn reports whether this server (self), holding a record for target,
+// hands it to newcomer, given its routing table (which holds the
+// newcomer): the newcomer is among the table's Neighbourhood peers nearest
+// target, and fewer than handers of the table's other peers are nearer
+// target than self. (The others among those nearest are the nearest
+// others, so those nearer than self among them are all the others nearer
+// than self, up to Neighbourhood-1.)
+func handsOn(target, self, newcomer kb.ID, table []kb.ID) bool {
+	if nearerThan(target, newcomer, table, Neighbourhood) >= Neighbourhood {
+		return false
+	}
+	n := nearerThan(target, self, table, handers+1)
+	if closerTo(target, newcomer, self) {
+		n-- // the newcomer is not one of the others
+	}
+	return n < handers
 }
 
 func keyspaceIDs(ids []peer.ID) []kb.ID {
@@ -212,15 +225,4 @@ func (p *DHT) held(ctx context.Context) []*recpb.Record {
 		}
 	}
 	return recs
-}
-
-// nearer counts the peers of ids, but for newcomer, nearer key than self.
-func nearer(ids []peer.ID, self, newcomer peer.ID, key string) int {
-	n := 0
-	for _, id := range ids {
-		if id != newcomer && kb.Closer(id, self, key) {
-			n++
-		}
-	}
-	return n
 }

@@ -107,3 +107,41 @@ func TestNearerThan(t *testing.T) {
 		}
 	}
 }
+
+// TestHandsOn: the rule worked out from counts agrees with its plain
+// statement: sort the table by distance to the key, take the
+// Neighbourhood nearest; the newcomer must be among them, and fewer than
+// handers of the others among them nearer the key than the holder.
+func TestHandsOn(t *testing.T) {
+	id := func(s string, i int) kb.ID { return kb.ConvertKey(fmt.Sprint(s, i)) }
+	handed := 0
+	for round := range 400 {
+		target := id("key ", round)
+		self := id("self ", round)
+		var table []kb.ID
+		for i := range 5 + round%40 {
+			table = append(table, id(fmt.Sprint("peer ", round, " "), i))
+		}
+		for _, newcomer := range table {
+			byDistance := slices.Clone(table)
+			slices.SortFunc(byDistance, func(a, b kb.ID) int { return bytes.Compare(xor(a, target), xor(b, target)) })
+			nearest := byDistance[:min(Neighbourhood, len(byDistance))]
+			others := 0
+			for _, p := range nearest {
+				if !bytes.Equal(p, newcomer) && closerTo(target, p, self) {
+					others++
+				}
+			}
+			want := slices.ContainsFunc(nearest, func(p kb.ID) bool { return bytes.Equal(p, newcomer) }) && others < handers
+			if got := handsOn(target, self, newcomer, table); got != want {
+				t.Fatalf("round %d: handsOn %v, want %v", round, got, want)
+			}
+			if want {
+				handed++
+			}
+		}
+	}
+	if handed == 0 {
+		t.Fatal("no case handed a record on: the test checks nothing")
+	}
+}
