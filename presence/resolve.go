@@ -119,6 +119,12 @@ func (s *Service) learnRecord(p peer.ID, raw []byte, source string, reread bool)
 		// A contact's own word that it left: no need to look it up at the
 		// next watch, only later, in case it came back and cannot tell us.
 		s.quietFor(p, now)
+		if until, ok := s.watchers[p]; ok && now.Before(until) {
+			// It watches us, so when it is back it subscribes again (its
+			// first watch looks us up), and we subscribe back (see handle):
+			// it does tell us. A look is left only as the safety net.
+			s.quiet[p] = quiet{next: now.Add(maxQuiet), gap: maxQuiet}
+		}
 	}
 	s.mu.Unlock()
 	if len(v.Addrs) > 0 {

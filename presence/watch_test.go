@@ -114,3 +114,41 @@ func TestOfflineNotifyIsNotLookedUpAtOnce(t *testing.T) {
 }
 
 func (d *countingDHT) Nearest(string, int) []peer.ID { return nil }
+
+// TestGoodbyeOfAWatcher: a contact who watches us and says it left is not
+// looked up at the quiet gap of one who does not: it subscribes again
+// when it is back. Only the safety net (maxQuiet) looks.
+func TestGoodbyeOfAWatcher(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	contact := newID(t)
+	if err := st.AddContact("c", contact.ID()); err != nil {
+		t.Fatal(err)
+	}
+	clock := now
+	dht := &countingDHT{}
+	s, err := New(Config{Identity: newID(t), Store: st, DHT: dht, SendKey: func(peer.ID, PresenceKey) error { return nil },
+		OnChange: func(View) {}, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.subscribed(contact.ID(), 2*maxQuiet); got == 0 {
+		t.Fatal("the contact was not granted a subscription")
+	}
+	if _, err := s.learn(contact.ID(), encode(signed(t, contact, 1, nil, pb.Status_OFFLINE)), "notify"); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(s.cfg.SubscribeTTL/4 + time.Second)
+	s.watchAll(context.Background())
+	if n := dht.lookups.Load(); n != 0 {
+		t.Fatalf("%d lookups of a watcher that said it left, at the quiet gap", n)
+	}
+	clock = now.Add(maxQuiet + time.Second)
+	s.watchAll(context.Background())
+	if n := dht.lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups after the safety net's gap, want 1", n)
+	}
+}

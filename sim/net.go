@@ -1,8 +1,8 @@
 package sim
 
 import (
-	"container/heap"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -36,8 +36,12 @@ type internet struct {
 	cut  atomic.Bool   // datagrams between the two sides are lost
 	down atomic.Bool   // every datagram is lost: the simulated world has ended
 
-	mu   sync.RWMutex
-	ends map[netip.AddrPort]*endpoint
+	// ends maps each address to its endpoint. Every datagram looks its
+	// destination up, and nodes come and go only at churn: a new map
+	// replaces the old one at each change (under mu), and a lookup takes
+	// no lock.
+	mu   sync.Mutex
+	ends atomic.Pointer[map[netip.AddrPort]*endpoint]
 }
 
 // maxQueue is the longest a datagram waits for a link; one that would wait
@@ -46,7 +50,21 @@ type internet struct {
 const maxQueue = 100 * time.Millisecond
 
 func newInternet(tick time.Duration) *internet {
-	return &internet{tick: tick, ends: map[netip.AddrPort]*endpoint{}}
+	n := &internet{tick: tick}
+	n.ends.Store(&map[netip.AddrPort]*endpoint{})
+	return n
+}
+
+// change replaces the address map with a changed copy of it.
+func (n *internet) change(f func(map[netip.AddrPort]*endpoint) error) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ends := maps.Clone(*n.ends.Load())
+	if err := f(ends); err != nil {
+		return err
+	}
+	n.ends.Store(&ends)
+	return nil
 }
 
 // listen opens the endpoint of a node at addr: its one-way latency to the
@@ -61,12 +79,16 @@ func (n *internet) listen(addr *net.UDPAddr, oneWay time.Duration, bitsPerSec in
 		timer: time.NewTimer(time.Hour),
 	}
 	e.timer.Stop()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, taken := n.ends[key]; taken {
-		return nil, errors.New("sim: address in use: " + addr.String())
+	err := n.change(func(ends map[netip.AddrPort]*endpoint) error {
+		if _, taken := ends[key]; taken {
+			return errors.New("sim: address in use: " + addr.String())
+		}
+		ends[key] = e
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	n.ends[key] = e
 	return e, nil
 }
 
@@ -75,9 +97,7 @@ func (n *internet) endpoint(addr net.Addr) *endpoint {
 	if !ok {
 		return nil
 	}
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.ends[udpKey(ua)]
+	return (*n.ends.Load())[udpKey(ua)]
 }
 
 func udpKey(a *net.UDPAddr) netip.AddrPort {
@@ -177,23 +197,54 @@ type arrival struct {
 	buf  *[]byte
 }
 
+// arrivals is a min-heap by arrival time, then by sequence. It is typed
+// (container/heap boxes every element pushed and popped into an
+// interface: an allocation per datagram, twice).
 type arrivals []arrival
 
-func (a arrivals) Len() int { return len(a) }
-func (a arrivals) Less(i, j int) bool {
-	if !a[i].at.Equal(a[j].at) {
-		return a[i].at.Before(a[j].at)
+func (a arrivals) less(i, j int) bool {
+	if c := a[i].at.Compare(a[j].at); c != 0 {
+		return c < 0
 	}
 	return a[i].seq < a[j].seq
 }
-func (a arrivals) Swap(i, j int) { a[i], a[j] = a[j], a[i] }
-func (a *arrivals) Push(x any)   { *a = append(*a, x.(arrival)) }
-func (a *arrivals) Pop() any {
-	old := *a
-	x := old[len(old)-1]
-	old[len(old)-1] = arrival{}
-	*a = old[:len(old)-1]
-	return x
+
+func (a *arrivals) push(x arrival) {
+	*a = append(*a, x)
+	h := *a
+	for i := len(h) - 1; i > 0; {
+		up := (i - 1) / 2
+		if !h.less(i, up) {
+			break
+		}
+		h[i], h[up] = h[up], h[i]
+		i = up
+	}
+}
+
+func (a *arrivals) pop() arrival {
+	h := *a
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = arrival{}
+	h = h[:last]
+	for i := 0; ; {
+		l, r, least := 2*i+1, 2*i+2, i
+		if l < len(h) && h.less(l, least) {
+			least = l
+		}
+		if r < len(h) && h.less(r, least) {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		h[i], h[least] = h[least], h[i]
+		i = least
+	}
+	*a = h
+	return top
 }
 
 // errDeadline ends a read whose deadline passed. It is deliberately not a
@@ -233,7 +284,7 @@ func (e *endpoint) arrive(t time.Time, from *net.UDPAddr, b []byte) {
 	copy(*buf, b)
 	e.seq++
 	at := onGrid(through, e.nw.tick)
-	heap.Push(&e.queue, arrival{at: at, seq: e.seq, from: from, buf: buf})
+	e.queue.push(arrival{at: at, seq: e.seq, from: from, buf: buf})
 	if e.queue[0].seq == e.seq {
 		e.timer.Reset(at.Sub(time.Now()))
 	}
@@ -257,7 +308,7 @@ func (e *endpoint) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		now := time.Now()
 		if len(e.queue) > 0 && !e.queue[0].at.After(now) {
-			a := heap.Pop(&e.queue).(arrival)
+			a := e.queue.pop()
 			if len(e.queue) > 0 && e.queue[0].at.After(now) {
 				e.timer.Reset(e.queue[0].at.Sub(now))
 			}
@@ -306,12 +357,12 @@ func (e *endpoint) Close() error {
 	}
 	e.queue = nil
 	e.mu.Unlock()
-	e.nw.mu.Lock()
-	if e.nw.ends[e.key] == e {
-		delete(e.nw.ends, e.key)
-	}
-	e.nw.mu.Unlock()
-	return nil
+	return e.nw.change(func(ends map[netip.AddrPort]*endpoint) error {
+		if ends[e.key] == e {
+			delete(ends, e.key)
+		}
+		return nil
+	})
 }
 
 func (e *endpoint) LocalAddr() net.Addr { return e.addr }

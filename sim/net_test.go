@@ -1,8 +1,11 @@
 package sim
 
 import (
+	"cmp"
 	"errors"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -124,4 +127,38 @@ func TestInternet(t *testing.T) {
 		}
 		b.Close()
 	})
+}
+
+// TestArrivals: the queue gives datagrams back by arrival time, those due
+// together in the order they were sent, however they were pushed and
+// popped in between.
+func TestArrivals(t *testing.T) {
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var q arrivals
+	var want []arrival
+	seq := uint64(0)
+	for range 2000 {
+		if len(q) > 0 && rng.IntN(3) == 0 {
+			slices.SortFunc(want, func(a, b arrival) int {
+				if c := a.at.Compare(b.at); c != 0 {
+					return c
+				}
+				return cmp.Compare(a.seq, b.seq)
+			})
+			got := q.pop()
+			if got.at != want[0].at || got.seq != want[0].seq {
+				t.Fatalf("popped (%v, %d), want (%v, %d)", got.at.Sub(t0), got.seq, want[0].at.Sub(t0), want[0].seq)
+			}
+			want = want[1:]
+			continue
+		}
+		seq++
+		a := arrival{at: t0.Add(time.Duration(rng.IntN(20)) * time.Millisecond), seq: seq}
+		q.push(a)
+		want = append(want, a)
+	}
+	if len(q) != len(want) {
+		t.Fatalf("%d queued, want %d", len(q), len(want))
+	}
 }

@@ -4,7 +4,6 @@
 package exchange
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -70,15 +69,24 @@ func ReadMsg(r io.Reader, max int, m proto.Message) error {
 		return fmt.Errorf("exchange: message of %d bytes, over the %d allowed", n, max)
 	}
 	// Memory grows with the bytes that came, not with the length a peer
-	// announced.
-	buf := bytes.NewBuffer(make([]byte, 0, min(n, preallocate)))
-	if got, err := io.CopyN(buf, r, int64(n)); got < int64(n) {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// announced: up to preallocate at once, then doubling. (A message
+	// within preallocate, nearly all of them, costs one allocation of its
+	// own size.)
+	buf := make([]byte, min(n, preallocate))
+	for read := 0; ; {
+		if _, err := io.ReadFull(r, buf[read:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
 		}
-		return err
+		if uint64(len(buf)) == n {
+			break
+		}
+		read = len(buf)
+		buf = append(buf, make([]byte, min(n-uint64(read), uint64(read)))...)
 	}
-	return proto.Unmarshal(buf.Bytes(), m)
+	return proto.Unmarshal(buf, m)
 }
 
 // preallocate is how much of a message's announced length ReadMsg sets

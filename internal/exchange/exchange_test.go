@@ -72,3 +72,27 @@ func TestReadMsgRejectsBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestReadMsgLarge: a message past the first allocation (preallocate) is
+// read whole as it grows, and one cut short there is an error.
+func TestReadMsgLarge(t *testing.T) {
+	record := bytes.Repeat([]byte("parley "), 3*preallocate/7+100) // ~3 × preallocate
+	big := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Notify{Notify: &pb.Notify{Record: record}}}
+	var stream bytes.Buffer
+	if err := pbio.NewDelimitedWriter(&stream).WriteMsg(big); err != nil {
+		t.Fatal(err)
+	}
+	whole := stream.Bytes()
+	var got pb.PresenceFrame
+	if err := ReadMsg(bytes.NewReader(whole), 1<<20, &got); err != nil {
+		t.Fatalf("ReadMsg: %v", err)
+	}
+	if !proto.Equal(&got, big) {
+		t.Fatal("the large message read back differs")
+	}
+	for _, cut := range []int{preallocate + 3, 2*preallocate + 5, len(whole) - 1} {
+		if err := ReadMsg(bytes.NewReader(whole[:cut]), 1<<20, &got); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("cut at %d of %d bytes: %v, want io.ErrUnexpectedEOF", cut, len(whole), err)
+		}
+	}
+}
