@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 
+	"github.com/parley-p2p/parley/identity"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/store"
 )
@@ -81,49 +82,54 @@ func (d *countingDHT) GetValue(context.Context, string) ([]byte, error) {
 
 // TestOfflineNotifyIsNotLookedUpAtOnce: a contact's pushed offline record is
 // its own word that it left, so the next watch does not look it up in the
-// DHT; only after the quiet gap is it looked up again.
+// DHT; only after the quiet gap is it looked up again. A contact that
+// watches us subscribes again when it is back, so for it that gap is the
+// safety net's (maxQuiet).
 func TestOfflineNotifyIsNotLookedUpAtOnce(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	contact := newID(t)
-	if err := st.AddContact("c", contact.ID()); err != nil {
-		t.Fatal(err)
-	}
-	clock := now
-	dht := &countingDHT{}
-	s, err := New(Config{Identity: newID(t), Store: st, DHT: dht, SendKey: func(peer.ID, PresenceKey) error { return nil },
-		OnChange: func(View) {}, Now: func() time.Time { return clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.learn(contact.ID(), encode(signed(t, contact, 1, nil, pb.Status_OFFLINE)), "notify"); err != nil {
-		t.Fatal(err)
-	}
-	s.watchAll(context.Background())
-	if n := dht.lookups.Load(); n != 0 {
-		t.Fatalf("%d lookups of a contact that just said it left", n)
-	}
-	clock = clock.Add(s.cfg.SubscribeTTL/4 + time.Second)
-	s.watchAll(context.Background())
-	if n := dht.lookups.Load(); n != 1 {
-		t.Fatalf("%d lookups after the quiet gap, want 1", n)
+	for _, tc := range []struct {
+		name    string
+		watches bool
+	}{
+		{"a contact that does not watch us", false},
+		{"a contact that watches us", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, contact, dht, clock := withContact(t)
+			quietGap := s.cfg.SubscribeTTL / 4
+			if tc.watches {
+				quietGap = maxQuiet
+				if s.subscribed(contact.ID(), time.Hour) == 0 {
+					t.Fatal("the contact was not granted a subscription")
+				}
+			}
+			if _, err := s.learn(contact.ID(), encode(signed(t, contact, 1, nil, pb.Status_OFFLINE)), "notify"); err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range []struct {
+				at      time.Duration
+				lookups int64
+			}{{0, 0}, {quietGap - time.Second, 0}, {quietGap + time.Second, 1}} {
+				*clock = now.Add(step.at)
+				s.watchAll(context.Background())
+				if n := dht.lookups.Load(); n != step.lookups {
+					t.Fatalf("%d lookups %v after it said it left, want %d", n, step.at, step.lookups)
+				}
+			}
+		})
 	}
 }
 
 func (d *countingDHT) Nearest(string, int) []peer.ID { return nil }
 
-// TestGoodbyeOfAWatcher: a contact who watches us and says it left is not
-// looked up at the quiet gap of one who does not: it subscribes again
-// when it is back. Only the safety net (maxQuiet) looks.
-func TestGoodbyeOfAWatcher(t *testing.T) {
+// withContact is a Service with one contact, whose lookups go to a
+// countingDHT, on a clock the test moves.
+func withContact(t *testing.T) (*Service, *identity.Identity, *countingDHT, *time.Time) {
+	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	contact := newID(t)
 	if err := st.AddContact("c", contact.ID()); err != nil {
 		t.Fatal(err)
@@ -135,20 +141,5 @@ func TestGoodbyeOfAWatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.subscribed(contact.ID(), 2*maxQuiet); got == 0 {
-		t.Fatal("the contact was not granted a subscription")
-	}
-	if _, err := s.learn(contact.ID(), encode(signed(t, contact, 1, nil, pb.Status_OFFLINE)), "notify"); err != nil {
-		t.Fatal(err)
-	}
-	clock = clock.Add(s.cfg.SubscribeTTL/4 + time.Second)
-	s.watchAll(context.Background())
-	if n := dht.lookups.Load(); n != 0 {
-		t.Fatalf("%d lookups of a watcher that said it left, at the quiet gap", n)
-	}
-	clock = now.Add(maxQuiet + time.Second)
-	s.watchAll(context.Background())
-	if n := dht.lookups.Load(); n != 1 {
-		t.Fatalf("%d lookups after the safety net's gap, want 1", n)
-	}
+	return s, contact, dht, &clock
 }
