@@ -431,3 +431,58 @@ func TestDeniedDoesNotRedial(t *testing.T) {
 		t.Fatalf("alex dialled oscar %d times in 3 s after 5 connections", n)
 	}
 }
+
+// TestRestartWatchesWhereContactsWere: a node that stops saves where its
+// contacts were, and when it starts again it subscribes to a contact still
+// there without looking its record up in the DHT; one that moved meanwhile
+// it finds through the DHT, after its old address fails. Bob is a DHT
+// client, so that none of alice's own walks meets him on the way.
+func TestRestartWatchesWhereContactsWere(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprint("moved=", moved), func(t *testing.T) {
+			client := func(c *Config) { c.DHTMode = "client" }
+			nodes := swarm(t, 4, func(i int, c *Config) {
+				if i == 2 {
+					client(c)
+				}
+			})
+			alice, bob := nodes[1], nodes[2]
+			befriend(t, alice, bob, "alice", "bob")
+			waitFor(t, "alice to watch bob", func() bool { return alice.presence.Watching(bob.ID()) })
+			restart := func(n *Node, tune func(*Config)) *Node {
+				t.Helper()
+				if err := n.Close(); err != nil {
+					t.Fatal(err)
+				}
+				cfg := Config{Home: n.cfg.Home, Listen: loopback, Bootstrap: []string{nodes[0].Addrs()[0].String()}}
+				tune(&cfg)
+				again, err := New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := again.Start(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { again.Close() })
+				return again
+			}
+			alice.Close() // first: so that bob, if he moves, cannot tell her where
+			if moved {
+				bob = restart(bob, client) // on a new port
+				waitStored(t, bob, time.Now().Add(-time.Second))
+			}
+			alice = restart(alice, func(*Config) {})
+			waitFor(t, "alice, back, to watch bob", func() bool { return alice.presence.Watching(bob.ID()) })
+			wantSource, wantLookups := "subscribe", int64(0)
+			if moved {
+				wantSource, wantLookups = "dht", 1
+			}
+			if v := cached(alice, bob); v.Status != presence.Online || v.Source != wantSource {
+				t.Errorf("alice, back, sees bob %s from %q; want online from %q", v.Status, v.Source, wantSource)
+			}
+			if n := alice.DHTStats().Value; n != wantLookups {
+				t.Errorf("alice, back, looked records up in the DHT %d times; want %d", n, wantLookups)
+			}
+		})
+	}
+}

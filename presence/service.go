@@ -236,6 +236,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.syncKeys(); err != nil {
 		s.cfg.Logger.Warn("presence: cannot share keys", "err", err)
 	}
+	if err := s.restoreAddrs(); err != nil {
+		s.cfg.Logger.Warn("presence: cannot read the contacts' last addresses", "err", err)
+	}
 	s.wg.Add(3)
 	s.started.Store(true)
 	go s.publishLoop(ctx)
@@ -244,7 +247,8 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close publishes the user as offline, tells the watchers, and stops.
+// Close saves where the contacts were, publishes the user as offline,
+// tells the watchers, and stops.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	if s.closed || s.cancel == nil {
@@ -257,6 +261,9 @@ func (s *Service) Close() error {
 	s.cfg.Host.RemoveStreamHandler(ProtocolID)
 	s.cancel()
 	s.wg.Wait()
+	if err := s.saveAddrs(); err != nil {
+		s.cfg.Logger.Warn("presence: cannot save the contacts' last addresses", "err", err)
+	}
 	// Best effort, and brief: shutting down must not hang on peers that
 	// left before us. Alone, there is nobody to tell.
 	if len(s.cfg.Host.Network().Peers()) == 0 {

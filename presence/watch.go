@@ -236,8 +236,9 @@ func (s *Service) subscribeKicked(ctx context.Context, p peer.ID) error {
 	return s.Subscribe(network.WithNoDial(ctx, "subscribe over the connection that kicked it"), p)
 }
 
-// watchAll resolves every contact whose subscription is missing or past
-// half its life, and subscribes to those online.
+// watchAll subscribes to every contact whose subscription is missing or
+// past half its life: at an address already known if it answers there,
+// else at the one its record in the DHT gives, if that says it is online.
 func (s *Service) watchAll(ctx context.Context) {
 	now := s.cfg.Now()
 	half := s.cfg.SubscribeTTL / 2
@@ -267,6 +268,19 @@ func (s *Service) watchAll(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			// Where it is already known to be first: its answer carries its
+			// record, and only if it does not answer is the DHT asked.
+			if s.subscribeKnown(ctx, c) {
+				if s.watchedFor(c) == 0 {
+					// It answered but grants us no subscription (it hides
+					// from us, or has too many watchers): back off as from
+					// one offline.
+					s.mu.Lock()
+					s.quietFor(c, now)
+					s.mu.Unlock()
+				}
+				return
+			}
 			v, err := s.Resolve(ctx, c)
 			if err != nil || v.Status == Offline {
 				s.mu.Lock()
