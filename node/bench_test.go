@@ -48,15 +48,7 @@ func pairForBench(b *testing.B) (alice, bob *Node) {
 		for _, n := range boot {
 			bs = append(bs, n.Addrs()[0].String())
 		}
-		n, err := New(Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: bs})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := n.Start(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { n.Close() })
-		return n
+		return started(b, Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: bs})
 	}
 	alice = mk("alice")
 	bob = mk("bob", alice)

@@ -33,14 +33,20 @@ func startNode(t *testing.T, home string, bootstrap ...*Node) *Node {
 	for _, b := range bootstrap {
 		boot = append(boot, b.Addrs()[0].String())
 	}
-	n, err := New(Config{Home: home, Listen: loopback, Bootstrap: boot})
+	return started(t, Config{Home: home, Listen: loopback, Bootstrap: boot})
+}
+
+// started builds a node from cfg and starts it; it is closed when the test ends.
+func started(tb testing.TB, cfg Config) *Node {
+	tb.Helper()
+	n, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { n.Close() })
+	tb.Cleanup(func() { n.Close() })
 	return n
 }
 

@@ -37,15 +37,7 @@ func benchSwarm(b *testing.B, n int, tune ...func(*Config)) []*Node {
 		for _, f := range tune {
 			f(&cfg)
 		}
-		nd, err := New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := nd.Start(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { nd.Close() })
-		nodes = append(nodes, nd)
+		nodes = append(nodes, started(b, cfg))
 	}
 	return nodes
 }

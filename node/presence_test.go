@@ -43,15 +43,7 @@ func swarm(t *testing.T, n int, tune func(i int, c *Config)) []*Node {
 		if tune != nil {
 			tune(i, &cfg)
 		}
-		nd, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nd.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nd.Close() })
-		nodes = append(nodes, nd)
+		nodes = append(nodes, started(t, cfg))
 	}
 	return nodes
 }
@@ -456,15 +448,7 @@ func TestRestartWatchesWhereContactsWere(t *testing.T) {
 				}
 				cfg := Config{Home: n.cfg.Home, Listen: loopback, Bootstrap: []string{nodes[0].Addrs()[0].String()}}
 				tune(&cfg)
-				again, err := New(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := again.Start(context.Background()); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { again.Close() })
-				return again
+				return started(t, cfg)
 			}
 			alice.Close() // first: so that bob, if he moves, cannot tell her where
 			if moved {
