@@ -290,7 +290,15 @@ func (s *Service) watchAll(ctx context.Context) {
 				return
 			}
 			if err := s.Subscribe(ctx, c); err != nil {
+				// Its record says online, but it cannot be reached: gone
+				// without a goodbye (the record lives on until it
+				// expires), or behind a NAT. Looking it up at every watch
+				// would not change that; if it is online it subscribes to
+				// us, and we subscribe back over its connection.
 				s.cfg.Logger.Debug("presence: subscribe", "peer", c, "err", err)
+				s.mu.Lock()
+				s.quietFor(c, now)
+				s.mu.Unlock()
 			}
 		}()
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 
@@ -68,8 +69,12 @@ func TestSubscribeOnlyWhoMaySee(t *testing.T) {
 	}
 }
 
-// countingDHT answers every value lookup with "not found", and counts them.
-type countingDHT struct{ lookups atomic.Int64 }
+// countingDHT answers every value lookup with its record, or "not found"
+// when it has none, and counts them.
+type countingDHT struct {
+	lookups atomic.Int64
+	record  []byte
+}
 
 func (d *countingDHT) Put(context.Context, string, []byte) (int, []peer.ID, error) {
 	return 0, nil, nil
@@ -77,6 +82,9 @@ func (d *countingDHT) Put(context.Context, string, []byte) (int, []peer.ID, erro
 func (d *countingDHT) PutTo(context.Context, string, []byte, []peer.ID) int { return 0 }
 func (d *countingDHT) GetValue(context.Context, string) ([]byte, error) {
 	d.lookups.Add(1)
+	if d.record != nil {
+		return d.record, nil
+	}
 	return nil, routing.ErrNotFound
 }
 
@@ -121,9 +129,36 @@ func TestOfflineNotifyIsNotLookedUpAtOnce(t *testing.T) {
 
 func (d *countingDHT) Nearest(string, int) []peer.ID { return nil }
 
+// TestUnreachableContactBacksOff: a contact whose record says online but
+// who cannot be reached (gone without a goodbye, or behind a NAT) is not
+// looked up again at every watch: it backs off as one offline. If it is
+// online it subscribes to us itself, and we subscribe back over its
+// connection.
+func TestUnreachableContactBacksOff(t *testing.T) {
+	s, contact, dht, clock := withContactOn(t, loopbackHost(t))
+	dht.record = encode(signed(t, contact, 1, nil, pb.Status_ONLINE)) // no address in it
+	quietGap := s.cfg.SubscribeTTL / 4
+	for _, step := range []struct {
+		at      time.Duration
+		lookups int64
+	}{{0, 1}, {time.Second, 1}, {quietGap - time.Second, 1}, {quietGap + time.Second, 2}} {
+		*clock = now.Add(step.at)
+		s.watchAll(context.Background())
+		if n := dht.lookups.Load(); n != step.lookups {
+			t.Fatalf("%d lookups %v after the first, want %d", n, step.at, step.lookups)
+		}
+	}
+}
+
 // withContact is a Service with one contact, whose lookups go to a
 // countingDHT, on a clock the test moves.
 func withContact(t *testing.T) (*Service, *identity.Identity, *countingDHT, *time.Time) {
+	t.Helper()
+	return withContactOn(t, nil)
+}
+
+// withContactOn is withContact over host h (nil: none).
+func withContactOn(t *testing.T, h host.Host) (*Service, *identity.Identity, *countingDHT, *time.Time) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "parley.db"), store.Options{})
 	if err != nil {
@@ -136,7 +171,7 @@ func withContact(t *testing.T) (*Service, *identity.Identity, *countingDHT, *tim
 	}
 	clock := now
 	dht := &countingDHT{}
-	s, err := New(Config{Identity: newID(t), Store: st, DHT: dht, SendKey: func(peer.ID, PresenceKey) error { return nil },
+	s, err := New(Config{Identity: newID(t), Host: h, Store: st, DHT: dht, SendKey: func(peer.ID, PresenceKey) error { return nil },
 		OnChange: func(View) {}, Now: func() time.Time { return clock }})
 	if err != nil {
 		t.Fatal(err)
