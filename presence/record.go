@@ -46,6 +46,9 @@ var (
 	ErrNoKey = errors.New("presence: record sealed with a key we do not hold")
 
 	errProtocol = errors.New("presence: protocol violation")
+	// errUnwatched: the connection of a SUBSCRIBE closed before its answer
+	// was taken in.
+	errUnwatched = errors.New("presence: the subscription's connection closed")
 )
 
 // Key is the DHT key of p's record: /presence/ followed by the binary peer ID.

@@ -177,5 +177,8 @@ func (s *Service) Cached(p peer.ID) (View, bool) {
 func (s *Service) Unwatch(p peer.ID) {
 	s.mu.Lock()
 	delete(s.subs, p)
+	if s.policy.Load().Contacts[p] { // bounded by the contacts
+		s.unwatched[p]++
+	}
 	s.mu.Unlock()
 }

@@ -138,8 +138,12 @@ type Service struct {
 	watchers map[peer.ID]time.Time
 	subs     map[peer.ID]time.Time // our subscriptions and when they lapse
 	quiet    map[peer.ID]quiet     // contacts found offline: when to look again
-	keepMu   sync.Mutex            // serializes keepConns
-	kept     map[peer.ID]bool      // peers whose connections we asked to keep
+	// unwatched counts, per contact, the subscriptions ended by Unwatch: a
+	// SUBSCRIBE answered before its connection closed, but read after,
+	// must not start the subscription again (see Subscribe).
+	unwatched map[peer.ID]uint64
+	keepMu    sync.Mutex       // serializes keepConns
+	kept      map[peer.ID]bool // peers whose connections we asked to keep
 
 	changed chan struct{} // asks the publisher to publish now
 	relook  chan struct{} // the same, with a fresh lookup of the key's neighbourhood
@@ -202,7 +206,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, self: cfg.Identity.ID(), status: Online,
 		cache: map[peer.ID]*cached{}, watchers: map[peer.ID]time.Time{}, subs: map[peer.ID]time.Time{},
-		quiet: map[peer.ID]quiet{}, kept: map[peer.ID]bool{},
+		quiet: map[peer.ID]quiet{}, kept: map[peer.ID]bool{}, unwatched: map[peer.ID]uint64{},
 		changed: make(chan struct{}, 1), relook: make(chan struct{}, 1), pending: make(chan storeReq, 1), kick: make(chan peer.ID, 64),
 	}
 	var saved struct {

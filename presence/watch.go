@@ -159,6 +159,9 @@ func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
 	req := &pb.PresenceFrame{Frame: &pb.PresenceFrame_Subscribe{Subscribe: &pb.Subscribe{TtlSeconds: uint32(s.cfg.SubscribeTTL / time.Second)}}}
+	s.mu.Lock()
+	ended := s.unwatched[p]
+	s.mu.Unlock()
 	var f pb.PresenceFrame
 	if err := exchange.Request(ctx, s.cfg.Host, p, ProtocolID, req, &f, MaxFrame); err != nil {
 		return err
@@ -174,6 +177,13 @@ func (s *Service) Subscribe(ctx context.Context, p peer.ID) error {
 		}
 	}
 	s.mu.Lock()
+	if s.unwatched[p] != ended {
+		// The connection closed while the answer was on its way (p may
+		// have just hidden from us, and its goodbye was lost with the
+		// connection): no subscription holds. The next watch tries again.
+		s.mu.Unlock()
+		return errUnwatched
+	}
 	if n.GrantedSeconds > 0 {
 		s.subs[p] = s.cfg.Now().Add(time.Duration(n.GrantedSeconds) * time.Second)
 		delete(s.quiet, p)

@@ -8,11 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-msgio/pbio"
 
 	"github.com/parley-p2p/parley/identity"
+	"github.com/parley-p2p/parley/internal/exchange"
 	"github.com/parley-p2p/parley/internal/pb"
 	"github.com/parley-p2p/parley/store"
 )
@@ -177,4 +181,38 @@ func withContactOn(t *testing.T, h host.Host) (*Service, *identity.Identity, *co
 		t.Fatal(err)
 	}
 	return s, contact, dht, &clock
+}
+
+// TestAnswerAfterUnwatchStartsNothing: a SUBSCRIBE answered (granted)
+// just before its connection closes can be read after the close has ended
+// our subscription (a contact that hid from us closes our connections, and
+// the goodbye it pushed may be lost with them). That answer must not start
+// the subscription again, or the old record would be shown for its whole
+// lifetime. Here the contact's end takes the close's place: it ends the
+// subscription before it answers.
+func TestAnswerAfterUnwatchStartsNothing(t *testing.T) {
+	s, contact, _, _ := withContactOn(t, loopbackHost(t))
+	ch, err := libp2p.New(libp2p.Identity(contact.PrivKey()), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	ch.SetStreamHandler(ProtocolID, func(str network.Stream) {
+		defer str.Close()
+		var f pb.PresenceFrame
+		if err := exchange.ReadMsg(str, MaxFrame, &f); err != nil {
+			str.Reset()
+			return
+		}
+		s.Unwatch(contact.ID())
+		rec := encode(signed(t, contact, 1, nil, pb.Status_ONLINE))
+		pbio.NewDelimitedWriter(str).WriteMsg(&pb.PresenceFrame{Frame: &pb.PresenceFrame_Notify{Notify: &pb.Notify{Record: rec, GrantedSeconds: 600}}})
+	})
+	s.cfg.Host.Peerstore().AddAddrs(contact.ID(), ch.Addrs(), time.Minute)
+	if err := s.Subscribe(context.Background(), contact.ID()); err == nil {
+		t.Error("a SUBSCRIBE answered across an unwatch succeeded")
+	}
+	if s.Watching(contact.ID()) {
+		t.Error("an answer read after the unwatch started the subscription again")
+	}
 }
