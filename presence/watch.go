@@ -285,9 +285,7 @@ func (s *Service) watchAll(ctx context.Context) {
 					// It answered but grants us no subscription (it hides
 					// from us, or has too many watchers): back off as from
 					// one offline.
-					s.mu.Lock()
-					s.quietFor(c, now)
-					s.mu.Unlock()
+					s.backOff(c, now)
 				}
 				return
 			}
@@ -306,9 +304,7 @@ func (s *Service) watchAll(ctx context.Context) {
 				// would not change that; if it is online it subscribes to
 				// us, and we subscribe back over its connection.
 				s.cfg.Logger.Debug("presence: subscribe", "peer", c, "err", err)
-				s.mu.Lock()
-				s.quietFor(c, now)
-				s.mu.Unlock()
+				s.backOff(c, now)
 			}
 		}()
 	}
@@ -407,6 +403,14 @@ func (s *Service) quietFor(c peer.ID, now time.Time) {
 	q.gap = min(max(2*q.gap, s.cfg.SubscribeTTL/4, time.Second), maxQuiet)
 	q.next = now.Add(q.gap)
 	s.quiet[c] = q
+}
+
+// backOff is quietFor for a contact that answered, or whose record
+// answered, without a subscription coming of it.
+func (s *Service) backOff(c peer.ID, now time.Time) {
+	s.mu.Lock()
+	s.quietFor(c, now)
+	s.mu.Unlock()
 }
 
 // watchedFor is how long our subscription to p still holds (0 if none).
