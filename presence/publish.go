@@ -111,6 +111,7 @@ func (s *Service) storeLoop(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	short := 0 // tries in a row that fell short
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,10 +121,23 @@ func (s *Service) storeLoop(ctx context.Context) {
 			req.lookup = true // the last try fell short: find the peers afresh
 		}
 		retry.Stop()
-		if !s.store(ctx, req.raw, req.lookup) && ctx.Err() == nil {
-			retry.Reset(s.cfg.Retry)
+		if s.store(ctx, req.raw, req.lookup) || ctx.Err() != nil {
+			short = 0
+			continue
 		}
+		retry.Reset(retryAfter(s.cfg.Retry, s.cfg.Republish, short))
+		short++
 	}
+}
+
+// retryAfter is the pause before storing again after short tries in a row
+// fell short: Retry, doubling with each, up to the republish interval. A
+// try that falls short for want of peers ends when the node is back in
+// touch (which republishes at once); one that falls short because peers
+// refuse the record (a clock so far off that it looks expired to them)
+// would otherwise walk the DHT every Retry for as long as the node runs.
+func retryAfter(retry, republish time.Duration, short int) time.Duration {
+	return min(retry<<min(short, 20), republish)
 }
 
 // store puts raw in the DHT and reports whether enough peers accepted it.

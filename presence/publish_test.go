@@ -24,6 +24,8 @@ type puttingDHT struct {
 	// newcomer, when set, is a peer the routing table holds nearer the key
 	// than the last lookup found.
 	newcomer atomic.Bool
+	// refuseAll: no peer takes the record, even after a lookup.
+	refuseAll atomic.Bool
 }
 
 var twenty = func() []peer.ID {
@@ -36,6 +38,9 @@ var twenty = func() []peer.ID {
 
 func (d *puttingDHT) Put(context.Context, string, []byte) (int, []peer.ID, error) {
 	d.puts.Add(1)
+	if d.refuseAll.Load() {
+		return 0, twenty, nil
+	}
 	return len(twenty), twenty, nil
 }
 
@@ -98,13 +103,13 @@ func TestRepublishSchedule(t *testing.T) {
 			at   time.Duration
 			puts int64
 		}{
-			{time.Second, 1},      // on start
-			{90 * time.Second, 1}, // not yet
-			{3 * time.Minute, 2},  // early: a fifth of the interval (±10 %)
-			{6 * time.Minute, 2},  // then at a random point of the second half of the interval
-			{13 * time.Minute, 3},
-			{15 * time.Minute, 3}, // then the interval (±10 %)
-			{24 * time.Minute, 4},
+			{time.Second, 1},                     // on start
+			{150 * time.Second, 1},               // not yet
+			{210 * time.Second, 2},               // early: a fifth of the interval (±10 %)
+			{10 * time.Minute, 2},                // then at a random point of the second half of the interval
+			{18*time.Minute + 30*time.Second, 3}, // (7.5–15 minutes on)
+			{23*time.Minute + 30*time.Second, 3}, // then the interval (±10 %)
+			{35 * time.Minute, 4},
 		} {
 			time.Sleep(want.at - time.Since(t0))
 			synctest.Wait()
@@ -137,12 +142,12 @@ func TestRepublishWhenBackInTouch(t *testing.T) {
 		step(time.Second, 1) // on start only
 		s.Republish()
 		step(2*time.Second, 2)
-		step(3*time.Minute, 3) // still the early one, two minutes on (±10 %)
-		step(6*time.Minute+30*time.Second, 3)
-		step(12*time.Minute+30*time.Second, 4) // then in the second half of the interval
+		step(3*time.Minute+30*time.Second, 3) // still the early one, three minutes on (±10 %)
+		step(10*time.Minute, 3)
+		step(18*time.Minute+30*time.Second, 4) // then in the second half of the interval
 		s.Republish()                          // back in touch
-		step(12*time.Minute+31*time.Second, 5)
-		step(15*time.Minute, 6) // early again
+		step(18*time.Minute+31*time.Second, 5)
+		step(22*time.Minute, 6) // early again
 	})
 }
 
@@ -214,4 +219,49 @@ func (d *puttingDHT) Nearest(_ string, n int) []peer.ID {
 		return append([]peer.ID{"newcomer"}, near[:len(near)-1]...)
 	}
 	return near
+}
+
+// TestRetryBacksOff: while no peer takes the record, it is stored again
+// after Retry, then after twice as long each time, up to the republish
+// interval; once peers take it, the next shortfall is retried after Retry
+// again.
+func TestRetryBacksOff(t *testing.T) {
+	for short, want := range []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 15 * time.Minute} {
+		if got := retryAfter(30*time.Second, 15*time.Minute, short); got != want {
+			t.Errorf("retry after %d short tries: %v, want %v", short, got, want)
+		}
+	}
+	if got := retryAfter(30*time.Second, 15*time.Minute, 1000); got != 15*time.Minute {
+		t.Errorf("retry after 1000 short tries: %v, want the republish interval", got)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		d := &puttingDHT{}
+		d.refuseAll.Store(true)
+		s := startPublishing(t, d)
+		// On start, then retries at 30 s, 1 min 30 s and 3 min 30 s, and
+		// the early republish (2.7–3.3 min), which falls short too; the
+		// next retry is 4 or 8 minutes after that. A retry every 30 s
+		// would have stored it 20 times in ten minutes.
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		if got := d.puts.Load(); got < 4 || got > 6 {
+			t.Fatalf("%d stores in the first 10 minutes while nobody took the record, want 4 to 6", got)
+		}
+		// Peers take the record again: the tries in a row start over.
+		d.refuseAll.Store(false)
+		s.Republish()
+		synctest.Wait()
+		d.refuseAll.Store(true)
+		d.refuse.Store(true) // and the last holders refuse the change
+		if err := s.SetStatus(Away, ""); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		before := d.puts.Load()
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		if got := d.puts.Load(); got != before+1 {
+			t.Fatalf("%d stores in the 31 s after a shortfall that followed a success, want 1", got-before)
+		}
+	})
 }
