@@ -46,6 +46,10 @@ import (
 // unless Config.Presence says otherwise.
 const DefaultRepublish = presence.DefaultRepublish
 
+// DefaultLifetime is how long a node's presence record is valid, unless
+// Config.Presence says otherwise.
+const DefaultLifetime = presence.DefaultLifetime
+
 // checkedRecords is how many good presence record signatures a node
 // remembers (presence.Checked): more than a DHT server holds (Neighbourhood
 // records for each server's worth of users, about 40 with one server in

@@ -164,6 +164,13 @@ func identityFor(seed uint64, i int) *identity.Identity {
 	return id
 }
 
+// recordLifetime is how long a presence record lives when it is
+// republished every republish: as much longer as by default. (The ratio is
+// taken in floating point: the product of two durations overflows.)
+func recordLifetime(republish time.Duration) time.Duration {
+	return time.Duration(float64(republish) * float64(node.DefaultLifetime) / float64(node.DefaultRepublish))
+}
+
 // oneWay is node i's one-way latency to the core: half its class's round
 // trip.
 func (w *world) oneWay(i int) time.Duration {
@@ -218,7 +225,7 @@ func (w *world) start(i int) error {
 		// A node's crash here is its stop: the page cache outlives it.
 		NoSync: true,
 	}
-	cfg.Presence.Republish, cfg.Presence.Lifetime = sc.Republish, 3*sc.Republish
+	cfg.Presence.Republish, cfg.Presence.Lifetime = sc.Republish, recordLifetime(sc.Republish)
 	if w.plan.Client[i] {
 		cfg.DHTMode = "client"
 	}

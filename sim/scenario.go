@@ -67,8 +67,8 @@ type Scenario struct {
 	// ConnLow and ConnHigh cap connections per node; default 8 and 16.
 	ConnLow, ConnHigh int
 	// Republish is how often each node stores its presence record again
-	// (default node.DefaultRepublish, 10 min); records live three
-	// times as long, as by default.
+	// (default node.DefaultRepublish, 15 min); records live twice as
+	// long, as by default.
 	Republish time.Duration
 	// JoinOver is how long the nodes take to join, one after another, each
 	// adding its contacts among those already up as it joins (default 50 ms

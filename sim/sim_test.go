@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/parley-p2p/parley/node"
 )
 
 func run(t *testing.T, sc Scenario) *Result {
@@ -158,5 +160,17 @@ func TestInboxReturn(t *testing.T) {
 	t.Logf("return → 20 messages shown: %+v; lookup + fetch: %+v; p50 ratio %.2f", res.Return, res.Floor, res.Ratio)
 	if res.Lost != 0 {
 		t.Fatalf("%d messages did not arrive", res.Lost)
+	}
+}
+
+// TestRecordLifetime: records outlive their republish interval as long as
+// by default, over the whole range of intervals a scenario takes.
+func TestRecordLifetime(t *testing.T) {
+	ratio := float64(node.DefaultLifetime) / float64(node.DefaultRepublish)
+	for _, r := range []time.Duration{time.Minute, node.DefaultRepublish, 15 * time.Minute, 8 * time.Hour} {
+		got := recordLifetime(r)
+		if want := time.Duration(ratio * float64(r)); got != want || got <= r {
+			t.Errorf("republish every %v: records live %v, want %v", r, got, want)
+		}
 	}
 }

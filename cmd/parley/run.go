@@ -105,8 +105,8 @@ func newRun(g *globals) *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.DurationVar(&inboxEvery, "inbox-interval", 5*time.Minute, "how often to fetch messages waiting at replicas (also done on start, and when back in touch after losing every connection)")
 	f.BoolVar(&readReceipts, "read-receipts", true, "tell senders when you have read their messages")
-	f.DurationVar(&lifetime, "presence-lifetime", 30*time.Minute, "how long a published presence record is valid")
-	f.DurationVar(&republish, "presence-republish", 10*time.Minute, "how often the presence record is published again")
+	f.DurationVar(&lifetime, "presence-lifetime", node.DefaultLifetime, "how long a published presence record is valid")
+	f.DurationVar(&republish, "presence-republish", node.DefaultRepublish, "how often the presence record is published again")
 	return cmd
 }
 

@@ -187,7 +187,7 @@ func newSim(g *globals) *cobra.Command {
 	f.Float64Var(&sc.PresenceRate, "presence-rate", 4, "status changes per node per simulated hour")
 	f.DurationVar(&sc.JoinOver, "join-over", 0, "simulated time over which the nodes join, one after another (default 50ms per node)")
 	f.IntVar(&sc.ConnLow, "conn-low", 8, "connections per node the connection manager trims down to (besides those kept for presence and those under 30 s old)")
-	f.DurationVar(&sc.Republish, "republish", node.DefaultRepublish, "how often each node stores its presence record again (records live three times as long)")
+	f.DurationVar(&sc.Republish, "republish", node.DefaultRepublish, "how often each node stores its presence record again (records live twice as long, as by default)")
 	f.IntVar(&sc.ConnHigh, "conn-high", 16, "connections per node above which the connection manager trims")
 	f.DurationVar(&sc.Settle, "settle", 10*time.Minute, "simulated time after the workload for deliveries to finish")
 	f.BoolVar(&g.json, "json", false, "print the metrics as JSON")
