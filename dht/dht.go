@@ -94,6 +94,8 @@ type DHT struct {
 	pm        *kadpb.ProtocolMessenger
 	count     *counters
 	onClosest func(key string, closest []peer.ID)
+	walksMu   sync.Mutex
+	walks     map[string]*sharedWalk // walks of Closest under way, by key
 	period    time.Duration
 	refresher *refresher // nil: never refreshed
 	// ctx ends with Close: the refreshes' walks run under it, and bg
@@ -144,7 +146,8 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	}
 	pm, _ := kadpb.NewProtocolMessenger(sender{h}) // no options: cannot fail
 	p := &DHT{IpfsDHT: d, local: records.NewValueStore(values, nv, recordAge), values: values, handoff: ho,
-		validator: nv, pm: pm, count: count, onClosest: cfg.OnClosest, period: period}
+		validator: nv, pm: pm, count: count, onClosest: cfg.OnClosest, period: period,
+		walks: map[string]*sharedWalk{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	ho.dht.Store(p)
 	if period > 0 {

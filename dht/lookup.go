@@ -50,13 +50,49 @@ var errNoAnswer = errors.New("no peer near the key answered")
 // routing table, which after a node's first lookups holds the
 // neighbourhood of its own key (its republishes then cost about one
 // request per neighbour).
+//
+// Callers that ask for the same key while a walk to it is under way share
+// that walk: a node that starts stores its presence record and looks its
+// inbox replicas up at once, under the same key, and the second walk would
+// ask the same peers the same question. One whose walk was cut short by
+// the first caller's context walks again under its own.
 func (p *DHT) Closest(ctx context.Context, key string) ([]peer.ID, error) {
-	p.count.closest.Add(1)
-	closest, err := p.walkTo(ctx, key)
-	if err == nil && p.onClosest != nil {
-		p.onClosest(key, closest)
+	p.walksMu.Lock()
+	w, shared := p.walks[key]
+	if !shared {
+		w = &sharedWalk{done: make(chan struct{})}
+		p.walks[key] = w
 	}
-	return closest, err
+	p.walksMu.Unlock()
+	if shared {
+		select {
+		case <-w.done:
+			cut := errors.Is(w.err, context.Canceled) || errors.Is(w.err, context.DeadlineExceeded)
+			if cut && ctx.Err() == nil {
+				return p.Closest(ctx, key) // the walk was the other caller's to end
+			}
+			return slices.Clone(w.closest), w.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	p.count.closest.Add(1)
+	w.closest, w.err = p.walkTo(ctx, key)
+	p.walksMu.Lock()
+	delete(p.walks, key)
+	p.walksMu.Unlock()
+	close(w.done)
+	if w.err == nil && p.onClosest != nil {
+		p.onClosest(key, w.closest)
+	}
+	return slices.Clone(w.closest), w.err
+}
+
+// sharedWalk is a walk to one key that callers who ask meanwhile wait for.
+type sharedWalk struct {
+	done    chan struct{} // closed when closest and err are set
+	closest []peer.ID
+	err     error
 }
 
 // ValueQuorum is how many peers must answer with the record before a

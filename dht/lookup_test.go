@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -473,4 +474,82 @@ func TestGetValue(t *testing.T) {
 		t.Errorf("counted %d value lookups (%d widened, %d by the last) and %d others, want 5 (1 by the last) and 0",
 			s.Value, s.Widened, s.Widened-before, s.Closest)
 	}
+}
+
+// TestClosestSharesAWalk: a caller asking for a key while a walk to it is
+// under way gets that walk's answer and walks nowhere itself; one whose
+// shared walk was cut short by the other caller's context walks on its
+// own.
+func TestClosestSharesAWalk(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	servers, _ := meshServers(ctx, t, 10)
+	cd := clientOf(ctx, t, servers[:2])
+	key := "/presence/somebody"
+	want := nearest(kb.ConvertKey(key), idsOf(servers), Neighbourhood)
+
+	// A walk under way (another caller's): wait for its answer.
+	share := func(closest []peer.ID, err error) ([]peer.ID, error) {
+		w := &sharedWalk{done: make(chan struct{})}
+		cd.walksMu.Lock()
+		cd.walks[key] = w
+		cd.walksMu.Unlock()
+		type result struct {
+			closest []peer.ID
+			err     error
+		}
+		got := make(chan result, 1)
+		go func() {
+			c, err := cd.Closest(ctx, key)
+			got <- result{c, err}
+		}()
+		select {
+		case r := <-got:
+			t.Fatalf("Closest returned %v, %v before the walk it shares ended", r.closest, r.err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		w.closest, w.err = closest, err
+		cd.walksMu.Lock()
+		delete(cd.walks, key)
+		cd.walksMu.Unlock()
+		close(w.done)
+		r := <-got
+		return r.closest, r.err
+	}
+	other := []peer.ID{servers[0].ID()}
+	if got, err := share(other, nil); err != nil || !slices.Equal(got, other) {
+		t.Fatalf("sharing a walk: %v, %v; want its answer %v", got, err, other)
+	}
+	if got, err := share(nil, errNoAnswer); !errors.Is(err, errNoAnswer) || got != nil {
+		t.Fatalf("sharing a walk that failed: %v, %v; want its error", got, err)
+	}
+	if s := cd.Stats(); s.Closest != 0 {
+		t.Fatalf("%d walks made while sharing, want 0", s.Closest)
+	}
+	// The other caller gave up: walk.
+	if got, err := share(nil, context.Canceled); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("after a shared walk was cancelled: %v, %v; want %v", got, err, want)
+	}
+	if s := cd.Stats(); s.Closest != 1 {
+		t.Fatalf("%d walks made after a shared walk was cancelled, want 1", s.Closest)
+	}
+
+	// Callers at once: no more walks than callers, and the same answer.
+	const callers = 4
+	var wg sync.WaitGroup
+	answers := make([][]peer.ID, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i], _ = cd.Closest(ctx, key)
+		}()
+	}
+	wg.Wait()
+	for i, a := range answers {
+		if !slices.Equal(a, want) {
+			t.Fatalf("caller %d found %v, want %v", i, a, want)
+		}
+	}
+	t.Logf("%d callers at once made %d walks", callers, cd.Stats().Closest-1)
 }
