@@ -32,16 +32,30 @@ func (s *Service) publishLoop(ctx context.Context) {
 	// The republish after that early one comes at a random point of the
 	// second half of an interval: nodes that joined or came back together
 	// would otherwise republish in step, a wave of lookups every interval.
+	//
+	// The early republish after the node starts walks only if the routing
+	// table now knows a peer nearer the key than the peers that took the
+	// first record: a node that starts in a swarm already formed (most
+	// starts: a restart, a phone back on the network) found the key's
+	// neighbourhood at once, and a walk three minutes later would ask the
+	// same peers again. Servers that join near the key later get the
+	// record handed on by its holders (dht).
 	first, early := true, false
+	startEarly := false // the early republish due is the one after the start
 	for {
 		var settling bool
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-			settling, first = first, false
+			if early && startEarly && s.neighbourhoodHeld() {
+				early, startEarly = false, false
+				timer.Reset(jitter.Phase(s.cfg.Republish))
+				continue
+			}
+			settling, startEarly, first = first, first, false
 		case <-s.relook:
-			settling = true
+			settling, startEarly = true, false
 		case <-s.changed:
 			s.publish(ctx, false)
 			continue
@@ -64,6 +78,17 @@ func (s *Service) publishLoop(ctx context.Context) {
 		}
 		timer.Reset(next)
 	}
+}
+
+// neighbourhoodHeld says whether the record last stored is held by every
+// peer its lookup found, and the routing table knows no peer nearer the
+// key than they are.
+func (s *Service) neighbourhoodHeld() bool {
+	s.mu.Lock()
+	near, st := s.near, s.stats
+	s.mu.Unlock()
+	return len(near) > 0 && st.Asked == len(near) && st.Accepted == st.Asked &&
+		!nearer(near, s.cfg.DHT.Nearest(Key(s.self), len(near)))
 }
 
 // publish signs the current record, pushes it to the watchers and hands

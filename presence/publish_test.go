@@ -97,6 +97,7 @@ func startPublishingAfter(t *testing.T, d DHT, before func(*Service)) *Service {
 func TestRepublishSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &puttingDHT{}
+		d.newcomer.Store(true) // peers nearer the key arrive meanwhile
 		startPublishing(t, d)
 		t0 := time.Now()
 		for _, want := range []struct {
@@ -110,6 +111,34 @@ func TestRepublishSchedule(t *testing.T) {
 			{18*time.Minute + 30*time.Second, 3}, // (7.5–15 minutes on)
 			{23*time.Minute + 30*time.Second, 3}, // then the interval (±10 %)
 			{35 * time.Minute, 4},
+		} {
+			time.Sleep(want.at - time.Since(t0))
+			synctest.Wait()
+			if got := d.puts.Load(); got != want.puts {
+				t.Fatalf("%d records stored after %v, want %d", got, want.at, want.puts)
+			}
+		}
+	})
+}
+
+// TestEarlyRepublishSkipped: after the start, the early republish does not
+// walk when every peer the first lookup found took the record and the
+// routing table knows no peer nearer the key (a swarm already formed); the
+// next republish comes at a random point of the second half of an
+// interval.
+func TestEarlyRepublishSkipped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &puttingDHT{}
+		startPublishing(t, d)
+		t0 := time.Now()
+		for _, want := range []struct {
+			at   time.Duration
+			puts int64
+		}{
+			{time.Second, 1},                     // on start
+			{210 * time.Second, 1},               // no early one: the neighbourhood holds it
+			{10 * time.Minute, 1},                // 7.5–15 minutes after the early one was due
+			{18*time.Minute + 30*time.Second, 2}, //
 		} {
 			time.Sleep(want.at - time.Since(t0))
 			synctest.Wait()
@@ -173,7 +202,9 @@ func TestChangeGoesToTheLastHolders(t *testing.T) {
 			t.Fatal(err)
 		}
 		check("after a change", 1, 1)
-		time.Sleep(3 * time.Minute) // the early republish
+		d.newcomer.Store(true) // a peer nearer the key: the early republish walks
+		time.Sleep(3 * time.Minute)
+		d.newcomer.Store(false)
 		check("after the republish", 2, 1)
 		d.refuse.Store(true)
 		if err := s.SetStatus(Busy, ""); err != nil {
