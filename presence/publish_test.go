@@ -90,6 +90,27 @@ func startPublishingAfter(t *testing.T, d DHT, before func(*Service)) *Service {
 	return s
 }
 
+// storesAt is how many records, with a lookup, have been stored by a time
+// after the start.
+type storesAt struct {
+	at   time.Duration
+	puts int64
+}
+
+// checkStores starts publishing with d and checks the stores at each time.
+func checkStores(t *testing.T, d *puttingDHT, want []storesAt) {
+	t.Helper()
+	startPublishing(t, d)
+	t0 := time.Now()
+	for _, w := range want {
+		time.Sleep(w.at - time.Since(t0))
+		synctest.Wait()
+		if got := d.puts.Load(); got != w.puts {
+			t.Fatalf("%d records stored after %v, want %d", got, w.at, w.puts)
+		}
+	}
+}
+
 // TestRepublishSchedule: the record is stored on start, again early (peers
 // nearer its key may have joined since), then at a random point of the
 // second half of an interval (nodes that joined together fall out of
@@ -98,12 +119,7 @@ func TestRepublishSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &puttingDHT{}
 		d.newcomer.Store(true) // peers nearer the key arrive meanwhile
-		startPublishing(t, d)
-		t0 := time.Now()
-		for _, want := range []struct {
-			at   time.Duration
-			puts int64
-		}{
+		checkStores(t, d, []storesAt{
 			{time.Second, 1},                     // on start
 			{150 * time.Second, 1},               // not yet
 			{210 * time.Second, 2},               // early: a fifth of the interval (±10 %)
@@ -111,13 +127,7 @@ func TestRepublishSchedule(t *testing.T) {
 			{18*time.Minute + 30*time.Second, 3}, // (7.5–15 minutes on)
 			{23*time.Minute + 30*time.Second, 3}, // then the interval (±10 %)
 			{35 * time.Minute, 4},
-		} {
-			time.Sleep(want.at - time.Since(t0))
-			synctest.Wait()
-			if got := d.puts.Load(); got != want.puts {
-				t.Fatalf("%d records stored after %v, want %d", got, want.at, want.puts)
-			}
-		}
+		})
 	})
 }
 
@@ -128,24 +138,12 @@ func TestRepublishSchedule(t *testing.T) {
 // interval.
 func TestEarlyRepublishSkipped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := &puttingDHT{}
-		startPublishing(t, d)
-		t0 := time.Now()
-		for _, want := range []struct {
-			at   time.Duration
-			puts int64
-		}{
+		checkStores(t, &puttingDHT{}, []storesAt{
 			{time.Second, 1},                     // on start
 			{210 * time.Second, 1},               // no early one: the neighbourhood holds it
 			{10 * time.Minute, 1},                // 7.5–15 minutes after the early one was due
 			{18*time.Minute + 30*time.Second, 2}, //
-		} {
-			time.Sleep(want.at - time.Since(t0))
-			synctest.Wait()
-			if got := d.puts.Load(); got != want.puts {
-				t.Fatalf("%d records stored after %v, want %d", got, want.at, want.puts)
-			}
-		}
+		})
 	})
 }
 
