@@ -162,7 +162,11 @@ func (s *Service) storeLoop(ctx context.Context) {
 // refuse the record (a clock so far off that it looks expired to them)
 // would otherwise walk the DHT every Retry for as long as the node runs.
 func retryAfter(retry, republish time.Duration, short int) time.Duration {
-	return min(retry<<min(short, 20), republish)
+	d := retry
+	for i := 0; i < short && d < republish; i++ {
+		d *= 2 // stops at the interval: no overflow however long the run
+	}
+	return min(d, republish)
 }
 
 // store puts raw in the DHT and reports whether enough peers accepted it.
